@@ -1,0 +1,278 @@
+//! The table of configuration keys: name, default, help and parser of each.
+
+use std::path::PathBuf;
+
+use super::Config;
+use super::value::{address, bytes, count, duration, list, optional};
+
+/// One configuration key.
+pub struct Key {
+    /// The TOML key; the flag is `--` plus this with dashes, the environment
+    /// variable `SSEGATE_` plus this in capitals.
+    pub name: &'static str,
+    /// What the value looks like, for `--help`.
+    pub value_name: &'static str,
+    /// The embedded default, in the same text form a user would write.
+    pub default: &'static str,
+    pub help: &'static str,
+    /// Parses a value and stores it.
+    pub apply: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+const MAX_COUNT: usize = 10_000_000;
+
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "listen",
+        value_name: "ADDR",
+        default: "127.0.0.1:8080",
+        help: "Address and port to listen on.",
+        apply: |c, v| {
+            c.listen = address(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "buffer_events",
+        value_name: "COUNT",
+        default: "1024",
+        help: "Events kept per topic for replay after Last-Event-ID.",
+        apply: |c, v| {
+            c.buffer_events = count(v, 1, 1_000_000)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "buffer_ttl",
+        value_name: "DURATION",
+        default: "300s",
+        help: "How long an event stays replayable; a topic idle this long is removed.",
+        apply: |c, v| {
+            c.buffer_ttl = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "heartbeat_interval",
+        value_name: "DURATION",
+        default: "15s",
+        help: "A comment line is sent on a stream quiet for this long.",
+        apply: |c, v| {
+            c.heartbeat_interval = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "retry",
+        value_name: "DURATION",
+        default: "3s",
+        help: "Reconnection delay sent to clients in the first `retry:` field.",
+        apply: |c, v| {
+            c.retry = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "max_event_bytes",
+        value_name: "BYTES",
+        default: "65536",
+        help: "Largest publish body; a larger one is 413 and is not read further.",
+        apply: |c, v| {
+            c.max_event_bytes = bytes(v, 1, 16 << 20)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "write_timeout",
+        value_name: "DURATION",
+        default: "30s",
+        help: "A connection whose socket accepts no byte for this long is closed.",
+        apply: |c, v| {
+            c.write_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "max_subscribers",
+        value_name: "COUNT",
+        default: "100000",
+        help: "Open subscriber streams; one more subscribe is 503 with Retry-After.",
+        apply: |c, v| {
+            c.max_subscribers = count(v, 1, MAX_COUNT)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "max_topics",
+        value_name: "COUNT",
+        default: "100000",
+        help: "Topics held in memory; creating one more is 503.",
+        apply: |c, v| {
+            c.max_topics = count(v, 1, MAX_COUNT)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "max_topics_per_subscription",
+        value_name: "COUNT",
+        default: "32",
+        help: "Topics one GET /subscribe?topic=..&topic=.. may name; more is 400.",
+        apply: |c, v| {
+            c.max_topics_per_subscription = count(v, 1, 1024)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "publish_token",
+        value_name: "TOKEN",
+        default: "",
+        help: "When set, publishing requires Authorization: Bearer <token>; empty means open.",
+        apply: |c, v| {
+            c.publish_token = optional(v);
+            Ok(())
+        },
+    },
+    Key {
+        name: "cors_allowed_origins",
+        value_name: "LIST",
+        default: "",
+        help: "Origins allowed to publish and subscribe cross-origin (`*` for any).",
+        apply: |c, v| {
+            c.cors_allowed_origins = list(v);
+            Ok(())
+        },
+    },
+    Key {
+        name: "header_read_timeout",
+        value_name: "DURATION",
+        default: "10s",
+        help: "From the first byte of a later HTTP/1 request head to its end.",
+        apply: |c, v| {
+            c.header_read_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "first_request_timeout",
+        value_name: "DURATION",
+        default: "10s",
+        help: "From accepting a connection to the end of its first request head.",
+        apply: |c, v| {
+            c.first_request_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "keep_alive_timeout",
+        value_name: "DURATION",
+        default: "60s",
+        help: "An HTTP/1 connection idle this long between requests is closed.",
+        apply: |c, v| {
+            c.keep_alive_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "request_body_timeout",
+        value_name: "DURATION",
+        default: "30s",
+        help: "A publish body must arrive completely within this; otherwise 408.",
+        apply: |c, v| {
+            c.request_body_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "connection_buffer_bytes",
+        value_name: "BYTES",
+        default: "65536",
+        help: "Per-connection buffer limit (HTTP/1 read/write buffer, HTTP/2 send buffer).",
+        apply: |c, v| {
+            c.connection_buffer_bytes = bytes(v, 8192, 16 << 20)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "http2_keep_alive_interval",
+        value_name: "DURATION",
+        default: "20s",
+        help: "Interval of HTTP/2 PING frames that detect dead peers.",
+        apply: |c, v| {
+            c.http2_keep_alive_interval = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "http2_keep_alive_timeout",
+        value_name: "DURATION",
+        default: "20s",
+        help: "An HTTP/2 connection whose PING goes unanswered this long is closed.",
+        apply: |c, v| {
+            c.http2_keep_alive_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "http2_max_concurrent_streams",
+        value_name: "COUNT",
+        default: "256",
+        help: "Streams (subscriptions and requests) one HTTP/2 connection may open at once.",
+        apply: |c, v| {
+            c.http2_max_concurrent_streams = count(v, 1, 65_536)? as u32;
+            Ok(())
+        },
+    },
+    Key {
+        name: "tcp_keepalive",
+        value_name: "DURATION",
+        default: "60s",
+        help: "Idle time before TCP keepalive probes; finds peers that vanished.",
+        apply: |c, v| {
+            c.tcp_keepalive = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "shutdown_timeout",
+        value_name: "DURATION",
+        default: "10s",
+        help: "On SIGTERM/SIGINT, the longest wait for connections to finish.",
+        apply: |c, v| {
+            c.shutdown_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "tls_cert",
+        value_name: "PATH",
+        default: "",
+        help: "PEM certificate chain; with tls_key, serves HTTPS (HTTP/2 by ALPN).",
+        apply: |c, v| {
+            c.tls_cert = optional(v).map(PathBuf::from);
+            Ok(())
+        },
+    },
+    Key {
+        name: "tls_key",
+        value_name: "PATH",
+        default: "",
+        help: "PEM private key for tls_cert.",
+        apply: |c, v| {
+            c.tls_key = optional(v).map(PathBuf::from);
+            Ok(())
+        },
+    },
+];
+
+/// Looks a key up by its TOML name.
+pub fn find(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|key| key.name == name)
+}
+
+/// Every key name, for error messages.
+pub fn names() -> String {
+    KEYS.iter()
+        .map(|key| key.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

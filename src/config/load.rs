@@ -1,0 +1,344 @@
+//! Merging the sources: embedded defaults, then the TOML file, then
+//! `SSEGATE_*` environment variables, then command-line flags.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{Arg, ArgMatches, Command};
+
+use super::Config;
+use super::keys::{self, KEYS, Key};
+
+const ENV_PREFIX: &str = "SSEGATE_";
+const ENV_CONFIG: &str = "SSEGATE_CONFIG";
+
+/// A loaded configuration and what was odd about it without being wrong.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// E.g. an `SSEGATE_*` variable that is no key (a typo, most likely).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    /// `--help` or `--version` was asked for: print this and exit 0.
+    Info(String),
+    /// The command line itself is malformed (unknown flag, missing value).
+    Usage(String),
+    /// The configuration file cannot be read or is not TOML.
+    File {
+        path: PathBuf,
+        message: String,
+    },
+    UnknownKey {
+        key: String,
+        path: PathBuf,
+    },
+    /// A key's value is bad; `source` says where it came from.
+    Invalid {
+        key: String,
+        source: String,
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Info(text) | ConfigError::Usage(text) => f.write_str(text.trim_end()),
+            ConfigError::File { path, message } => {
+                write!(f, "cannot load config file {}: {message}", path.display())
+            }
+            ConfigError::UnknownKey { key, path } => write!(
+                f,
+                "unknown key `{key}` in {}; known keys: {}",
+                path.display(),
+                keys::names()
+            ),
+            ConfigError::Invalid {
+                key,
+                source,
+                message,
+            } => write!(f, "invalid {key} (from {source}): {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads the configuration from `args` (program name first) and `env`.
+pub fn load<A, E, K, V>(args: A, env: E) -> Result<Loaded, ConfigError>
+where
+    A: IntoIterator,
+    A::Item: Into<OsString> + Clone,
+    E: IntoIterator<Item = (K, V)>,
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let matches = command().try_get_matches_from(args).map_err(|err| {
+        use clap::error::ErrorKind;
+        match err.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                ConfigError::Info(err.render().to_string())
+            }
+            _ => ConfigError::Usage(err.render().to_string()),
+        }
+    })?;
+    let env = ssegate_env(env)?;
+    let mut config = Config::default();
+    let mut warnings = Vec::new();
+
+    let config_path = matches.get_one::<String>("config").cloned().or_else(|| {
+        env.iter()
+            .find(|(name, _)| name == ENV_CONFIG)
+            .map(|(_, v)| v.clone())
+    });
+    if let Some(path) = config_path {
+        apply_file(&mut config, PathBuf::from(path))?;
+    }
+    for (name, value) in &env {
+        if name == ENV_CONFIG {
+            continue;
+        }
+        let key_name = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+        match keys::find(&key_name) {
+            Some(key) => apply(&mut config, key, value, || name.clone())?,
+            None => warnings.push(format!(
+                "ignoring environment variable {name}: no such key (known keys: {})",
+                keys::names()
+            )),
+        }
+    }
+    apply_flags(&mut config, &matches)?;
+    config.validate()?;
+    Ok(Loaded { config, warnings })
+}
+
+fn command() -> Command {
+    let mut command = Command::new("ssegate")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Server-Sent Events fan-out gateway")
+        .after_help(
+            "Every flag can also be set as SSEGATE_<KEY> in the environment \
+             or as <key> in the TOML file; flags win over the environment, \
+             which wins over the file.",
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("PATH")
+                .help("TOML configuration file (also SSEGATE_CONFIG); without one, the embedded defaults apply"),
+        );
+    for key in KEYS {
+        let default = match key.default {
+            "" => String::from("unset"),
+            default => default.to_string(),
+        };
+        command = command.arg(
+            Arg::new(key.name)
+                .long(key.name.replace('_', "-"))
+                .value_name(key.value_name)
+                .help(format!("{} [default: {default}]", key.help)),
+        );
+    }
+    command
+}
+
+/// The `SSEGATE_*` variables, in a stable order, as UTF-8.
+fn ssegate_env<E, K, V>(env: E) -> Result<Vec<(String, String)>, ConfigError>
+where
+    E: IntoIterator<Item = (K, V)>,
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let mut vars = Vec::new();
+    for (name, value) in env {
+        let Some(name) = name.as_ref().to_str() else {
+            continue;
+        };
+        if !name.starts_with(ENV_PREFIX) {
+            continue;
+        }
+        let value = value
+            .as_ref()
+            .to_str()
+            .ok_or_else(|| ConfigError::Invalid {
+                key: name[ENV_PREFIX.len()..].to_ascii_lowercase(),
+                source: name.to_string(),
+                message: "the value is not valid UTF-8".into(),
+            })?;
+        vars.push((name.to_string(), value.to_string()));
+    }
+    vars.sort();
+    Ok(vars)
+}
+
+fn apply_file(config: &mut Config, path: PathBuf) -> Result<(), ConfigError> {
+    let file_error = |message: String| ConfigError::File {
+        path: path.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|err| file_error(err.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
+        file_error(err.to_string().trim_end().replace('\n', " | "))
+    })?;
+    for (name, value) in &table {
+        let key = keys::find(name).ok_or_else(|| ConfigError::UnknownKey {
+            key: name.clone(),
+            path: path.clone(),
+        })?;
+        let source = || path.display().to_string();
+        let text = toml_text(value).map_err(|message| ConfigError::Invalid {
+            key: name.clone(),
+            source: source(),
+            message,
+        })?;
+        apply(config, key, &text, source)?;
+    }
+    Ok(())
+}
+
+fn apply_flags(config: &mut Config, matches: &ArgMatches) -> Result<(), ConfigError> {
+    for key in KEYS {
+        if let Some(value) = matches.get_one::<String>(key.name) {
+            apply(config, key, value, || {
+                format!("--{}", key.name.replace('_', "-"))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn apply(
+    config: &mut Config,
+    key: &Key,
+    value: &str,
+    source: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
+    (key.apply)(config, value).map_err(|message| ConfigError::Invalid {
+        key: key.name.to_string(),
+        source: source(),
+        message,
+    })
+}
+
+/// A TOML value in the text form the key parsers take.
+fn toml_text(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => Ok(text.clone()),
+        toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::String(text) => Ok(text.clone()),
+                other => Err(format!(
+                    "list items must be strings, found a {}",
+                    other.type_str()
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|items| items.join(",")),
+        other => Err(format!(
+            "expected a string or a number, found a {}",
+            other.type_str()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let args = std::iter::once("ssegate").chain(args.iter().copied());
+        load(args, env.iter().copied())
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_defaults() {
+        let loaded = load_with(
+            &["--heartbeat-interval", "5s"],
+            &[
+                ("SSEGATE_HEARTBEAT_INTERVAL", "7s"),
+                ("SSEGATE_RETRY", "250ms"),
+                (
+                    "SSEGATE_CORS_ALLOWED_ORIGINS",
+                    "https://a.example, https://b.example",
+                ),
+                ("PATH", "/usr/bin"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(loaded.config.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(loaded.config.retry, Duration::from_millis(250));
+        assert_eq!(
+            loaded.config.cors_allowed_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_source() {
+        let check = |args: &[&str], env: &[(&str, &str)], expect: &str| {
+            let err = load_with(args, env).expect_err("must fail").to_string();
+            assert!(err.contains(expect), "{err:?} lacks {expect:?}");
+        };
+        check(
+            &[],
+            &[("SSEGATE_WRITE_TIMEOUT", "5x")],
+            "invalid write_timeout (from SSEGATE_WRITE_TIMEOUT)",
+        );
+        check(
+            &["--listen", "nowhere"],
+            &[],
+            "invalid listen (from --listen)",
+        );
+        check(&["--buffer-events", "0"], &[], "invalid buffer_events");
+        check(&["--no-such-flag"], &[], "--no-such-flag");
+        check(&["--tls-cert", "a.pem"], &[], "tls_cert and tls_key");
+        check(
+            &["--config", "/nonexistent/ssegate.toml"],
+            &[],
+            "/nonexistent/ssegate.toml",
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let dir = std::env::temp_dir().join(format!("ssegate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let check = |body: &str, expect: &str| {
+            let path = dir.join("c.toml");
+            std::fs::write(&path, body).expect("write");
+            let err = load_with(&["--config", path.to_str().expect("utf-8")], &[])
+                .expect_err("must fail")
+                .to_string();
+            assert!(err.contains(expect), "{err:?} lacks {expect:?}");
+        };
+        check("heartbeat = \"5s\"\n", "unknown key `heartbeat`");
+        check("buffer_ttl = \"soon\"\n", "invalid buffer_ttl");
+        check("retry = true\n", "invalid retry");
+        check("listen = [", "cannot load config file");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn unknown_environment_variables_only_warn() {
+        let loaded = load_with(&[], &[("SSEGATE_HEARTBEAT", "5s")]).expect("valid");
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(loaded.warnings[0].contains("SSEGATE_HEARTBEAT"));
+    }
+
+    #[test]
+    fn help_is_not_an_error() {
+        assert!(matches!(
+            load_with(&["--help"], &[]),
+            Err(ConfigError::Info(_))
+        ));
+    }
+}

@@ -1,0 +1,148 @@
+//! `Config`: every setting, where it comes from, and what is wrong with it.
+//!
+//! One table (`keys::KEYS`) lists each key with its default, its help line and
+//! its parser. The embedded defaults, the TOML file, the `SSEGATE_*`
+//! environment and the command-line flags all go through that table, in that
+//! order, later sources overriding earlier ones; so the four can never
+//! disagree about a key's name, type or default. Errors name the key and the
+//! source it came from.
+
+mod keys;
+mod load;
+mod value;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use keys::KEYS;
+pub use load::{ConfigError, Loaded, load};
+
+/// The gateway's settings; see `config/ssegate.toml` for what each one does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub buffer_events: usize,
+    pub buffer_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    pub retry: Duration,
+    pub max_event_bytes: usize,
+    pub write_timeout: Duration,
+    pub max_subscribers: usize,
+    pub max_topics: usize,
+    pub max_topics_per_subscription: usize,
+    pub publish_token: Option<String>,
+    pub cors_allowed_origins: Vec<String>,
+    pub header_read_timeout: Duration,
+    pub first_request_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub request_body_timeout: Duration,
+    pub connection_buffer_bytes: usize,
+    pub http2_keep_alive_interval: Duration,
+    pub http2_keep_alive_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+    pub tcp_keepalive: Duration,
+    pub shutdown_timeout: Duration,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for Config {
+    /// The embedded defaults: every key's `default` from `KEYS`.
+    fn default() -> Config {
+        let mut config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            buffer_events: 0,
+            buffer_ttl: Duration::ZERO,
+            heartbeat_interval: Duration::ZERO,
+            retry: Duration::ZERO,
+            max_event_bytes: 0,
+            write_timeout: Duration::ZERO,
+            max_subscribers: 0,
+            max_topics: 0,
+            max_topics_per_subscription: 0,
+            publish_token: None,
+            cors_allowed_origins: Vec::new(),
+            header_read_timeout: Duration::ZERO,
+            first_request_timeout: Duration::ZERO,
+            keep_alive_timeout: Duration::ZERO,
+            request_body_timeout: Duration::ZERO,
+            connection_buffer_bytes: 0,
+            http2_keep_alive_interval: Duration::ZERO,
+            http2_keep_alive_timeout: Duration::ZERO,
+            http2_max_concurrent_streams: 0,
+            tcp_keepalive: Duration::ZERO,
+            shutdown_timeout: Duration::ZERO,
+            tls_cert: None,
+            tls_key: None,
+        };
+        for key in KEYS {
+            // The defaults are literals checked by `defaults_parse` below.
+            if let Err(message) = (key.apply)(&mut config, key.default) {
+                panic!("embedded default of {} is invalid: {message}", key.name);
+            }
+        }
+        config
+    }
+}
+
+impl Config {
+    /// Whether TLS is configured (both `tls_cert` and `tls_key`).
+    pub fn tls_files(&self) -> Option<(&PathBuf, &PathBuf)> {
+        self.tls_cert.as_ref().zip(self.tls_key.as_ref())
+    }
+
+    /// Checks rules that involve more than one key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls_cert".into(),
+                source: "the merged configuration".into(),
+                message: "tls_cert and tls_key must be given together".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_match_the_contract() {
+        let config = Config::default();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.buffer_events, 1024);
+        assert_eq!(config.buffer_ttl, Duration::from_secs(300));
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(15));
+        assert_eq!(config.retry, Duration::from_secs(3));
+        assert_eq!(config.max_event_bytes, 64 * 1024);
+        assert_eq!(config.write_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_subscribers, 100_000);
+        assert_eq!(config.max_topics, 100_000);
+        assert_eq!(config.max_topics_per_subscription, 32);
+        assert_eq!(config.publish_token, None);
+        assert!(config.cors_allowed_origins.is_empty());
+        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.first_request_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_documented_file_holds_every_key_at_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ssegate.toml");
+        let text = std::fs::read_to_string(path).expect("config/ssegate.toml");
+        let table: toml::Table = text.parse().expect("valid TOML");
+        let names: Vec<&str> = KEYS.iter().map(|key| key.name).collect();
+        let in_file: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(in_file, sorted, "keys in config/ssegate.toml");
+        let loaded = load(
+            ["ssegate", "--config", path],
+            Vec::<(String, String)>::new(),
+        )
+        .expect("documented file loads");
+        assert_eq!(loaded.config, Config::default());
+    }
+}

@@ -1,0 +1,126 @@
+//! Parsers for the value kinds of configuration keys. Each returns a message
+//! that completes "invalid <key> from <source>: ...".
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The longest duration any key accepts: far enough for every real use, near
+/// enough that deadline arithmetic can never overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `15s`, `250ms`, `5m`, `1h`: a positive whole number and a unit.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|ch: char| !ch.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let bad = || format!("{text:?} is not a duration (write it like 15s, 250ms, 5m or 1h)");
+    let amount: u64 = digits.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(amount),
+        "s" => Duration::from_secs(amount),
+        "m" => Duration::from_secs(amount.saturating_mul(60)),
+        "h" => Duration::from_secs(amount.saturating_mul(3600)),
+        _ => return Err(bad()),
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?} must be greater than zero"));
+    }
+    if duration > MAX_DURATION {
+        return Err(format!("{text:?} is longer than the limit of 365 days"));
+    }
+    Ok(duration)
+}
+
+/// A whole number within `min..=max`.
+pub fn count(text: &str, min: usize, max: usize) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    in_range(n, min, max, text)
+}
+
+/// A size in bytes: `65536`, `64KiB` or `1MiB`, within `min..=max`.
+pub fn bytes(text: &str, min: usize, max: usize) -> Result<usize, String> {
+    let trimmed = text.trim();
+    let (digits, multiplier) = match trimmed {
+        t if t.ends_with("KiB") => (&t[..t.len() - 3], 1024),
+        t if t.ends_with("MiB") => (&t[..t.len() - 3], 1024 * 1024),
+        t => (t, 1),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (write it like 65536, 64KiB or 1MiB)"))?;
+    in_range(n.saturating_mul(multiplier), min, max, text)
+}
+
+fn in_range(n: usize, min: usize, max: usize, text: &str) -> Result<usize, String> {
+    if n < min || n > max {
+        return Err(format!(
+            "{text:?} is outside the allowed range {min}..={max}"
+        ));
+    }
+    Ok(n)
+}
+
+/// `host:port`, e.g. `127.0.0.1:8080` or `[::1]:8080`.
+pub fn address(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("{text:?} is not an address (write it like 127.0.0.1:8080 or [::1]:8080)")
+    })
+}
+
+/// Comma-separated, blanks trimmed, empties dropped.
+pub fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Empty means unset.
+pub fn optional(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in [
+            "", "15", "s", "1.5s", "-1s", "15 s", "15x", "0s", "9999999h",
+        ] {
+            assert!(duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sizes_and_counts() {
+        assert_eq!(bytes("64KiB", 1, usize::MAX), Ok(65536));
+        assert_eq!(bytes("1MiB", 1, usize::MAX), Ok(1 << 20));
+        assert_eq!(bytes("100", 1, usize::MAX), Ok(100));
+        assert!(bytes("64kb", 1, usize::MAX).is_err());
+        assert!(count("0", 1, 10).is_err());
+        assert!(count("11", 1, 10).is_err());
+        assert_eq!(count("10", 1, 10), Ok(10));
+    }
+
+    #[test]
+    fn addresses_and_lists() {
+        assert!(address("127.0.0.1:0").is_ok());
+        assert!(address("[::1]:8080").is_ok());
+        assert!(address("localhost").is_err());
+        assert_eq!(list(" a, ,b "), vec!["a", "b"]);
+        assert_eq!(optional("  "), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! `ApiError`: every way a request can be refused, as a status and a reason.
+//!
+//! Handlers return `Result<Response, ApiError>`; `http::reply::error` turns the
+//! error into a plain-text response whose body is `reason()` on one line. The
+//! service itself never fails: an `Err` out of a hyper service would abort
+//! the connection instead of answering.
+
+use std::fmt;
+
+use crate::topic::name::InvalidTopic;
+
+/// Seconds a client is told to wait when a capacity limit refused it.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    NotFound,
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    /// No topic given; `usage` shows the right form.
+    MissingTopic {
+        usage: &'static str,
+    },
+    InvalidTopic(InvalidTopic),
+    /// Topics given both in the path and as `topic=` parameters.
+    AmbiguousTopics,
+    TooManyTopics {
+        max: usize,
+    },
+    InvalidEventType(String),
+    ReservedEventType,
+    DuplicateParameter(&'static str),
+    BodyTooLarge {
+        max: usize,
+    },
+    BodyNotUtf8,
+    BodyTimeout,
+    BodyUnreadable,
+    Unauthorized,
+    OriginNotAllowed,
+    TopicLimit,
+    SubscriberLimit,
+    ShuttingDown,
+}
+
+/// Who is to blame, in pingora's spirit: it decides the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Capacity,
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::MissingTopic { .. }
+            | ApiError::InvalidTopic(_)
+            | ApiError::AmbiguousTopics
+            | ApiError::TooManyTopics { .. }
+            | ApiError::InvalidEventType(_)
+            | ApiError::ReservedEventType
+            | ApiError::DuplicateParameter(_)
+            | ApiError::BodyNotUtf8
+            | ApiError::BodyUnreadable => 400,
+            ApiError::BodyTooLarge { .. } => 413,
+            ApiError::BodyTimeout => 408,
+            ApiError::Unauthorized => 401,
+            ApiError::OriginNotAllowed => 403,
+            ApiError::TopicLimit | ApiError::SubscriberLimit | ApiError::ShuttingDown => 503,
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            ApiError::TopicLimit | ApiError::SubscriberLimit | ApiError::ShuttingDown => {
+                Fault::Capacity
+            }
+            _ => Fault::Client,
+        }
+    }
+
+    /// Whether the response should carry `Retry-After`.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::SubscriberLimit | ApiError::TopicLimit | ApiError::ShuttingDown => {
+                Some(RETRY_AFTER_SECS)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::NotFound => f.write_str("not found"),
+            ApiError::MethodNotAllowed { allow } => {
+                write!(f, "method not allowed here; allowed: {allow}")
+            }
+            ApiError::MissingTopic { usage } => write!(f, "missing topic: use {usage}"),
+            ApiError::InvalidTopic(invalid) => write!(f, "{invalid}"),
+            ApiError::AmbiguousTopics => {
+                f.write_str("give topics either in the path or as topic= parameters, not both")
+            }
+            ApiError::TooManyTopics { max } => {
+                write!(f, "too many topics: at most {max} per subscription")
+            }
+            ApiError::InvalidEventType(reason) => write!(f, "invalid event type: {reason}"),
+            ApiError::ReservedEventType => {
+                f.write_str("invalid event type: \"gap\" is reserved for replay gaps")
+            }
+            ApiError::DuplicateParameter(name) => {
+                write!(f, "parameter {name} given more than once")
+            }
+            ApiError::BodyTooLarge { max } => {
+                write!(
+                    f,
+                    "event too large: the body exceeds max_event_bytes ({max} bytes)"
+                )
+            }
+            ApiError::BodyNotUtf8 => f.write_str("event body is not valid UTF-8"),
+            ApiError::BodyTimeout => f.write_str("event body did not arrive in time"),
+            ApiError::BodyUnreadable => f.write_str("event body could not be read"),
+            ApiError::Unauthorized => f.write_str("missing or wrong bearer token"),
+            ApiError::OriginNotAllowed => f.write_str("origin not allowed"),
+            ApiError::TopicLimit => f.write_str("topic limit reached (max_topics); try later"),
+            ApiError::SubscriberLimit => {
+                f.write_str("subscriber limit reached (max_subscribers); try later")
+            }
+            ApiError::ShuttingDown => f.write_str("shutting down; reconnect elsewhere"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<InvalidTopic> for ApiError {
+    fn from(invalid: InvalidTopic) -> ApiError {
+        ApiError::InvalidTopic(invalid)
+    }
+}

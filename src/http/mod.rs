@@ -1,0 +1,155 @@
+//! HTTP: routing and the handlers behind each endpoint.
+//!
+//! `handle` is the whole service: it never fails (every refusal is an
+//! `ApiError` turned into a response), counts the request on its connection,
+//! adds CORS headers on the publish and subscribe endpoints, and counts the
+//! response.
+//!
+//! Routes: `POST /publish/{topic}`, `GET /subscribe/{topic}`,
+//! `GET /subscribe?topic=..`, `OPTIONS` on both (preflight), `GET /metrics`,
+//! `GET /healthz`, `GET /readyz`. Anything else is 404, or 405 with `Allow`
+//! on a known path.
+
+mod auth;
+pub mod body;
+mod cors;
+mod ops;
+mod publish;
+mod query;
+pub mod reply;
+mod subscribe;
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Version};
+
+use crate::connection::ConnectionState;
+use crate::error::{ApiError, Fault};
+use crate::state::AppState;
+use reply::HttpResponse;
+
+/// The endpoint a path belongs to, whatever the method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint<'a> {
+    Healthz,
+    Readyz,
+    Metrics,
+    /// The topic as written after `/publish/`, or `None` for bare `/publish`.
+    Publish(Option<&'a str>),
+    Subscribe(Option<&'a str>),
+}
+
+impl<'a> Endpoint<'a> {
+    fn of(path: &'a str) -> Option<Endpoint<'a>> {
+        match path {
+            "/healthz" => Some(Endpoint::Healthz),
+            "/readyz" => Some(Endpoint::Readyz),
+            "/metrics" => Some(Endpoint::Metrics),
+            "/publish" => Some(Endpoint::Publish(None)),
+            "/subscribe" => Some(Endpoint::Subscribe(None)),
+            _ => {
+                if let Some(topic) = path.strip_prefix("/publish/") {
+                    Some(Endpoint::Publish(Some(topic)))
+                } else {
+                    path.strip_prefix("/subscribe/")
+                        .map(|topic| Endpoint::Subscribe(Some(topic)))
+                }
+            }
+        }
+    }
+
+    fn allow(self) -> &'static str {
+        match self {
+            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => "GET, HEAD",
+            Endpoint::Publish(_) => "POST, OPTIONS",
+            Endpoint::Subscribe(_) => "GET, OPTIONS",
+        }
+    }
+
+    fn has_cors(self) -> bool {
+        matches!(self, Endpoint::Publish(_) | Endpoint::Subscribe(_))
+    }
+}
+
+/// Serves one request. Never fails.
+pub async fn handle(
+    req: Request<Incoming>,
+    state: AppState,
+    connection: Arc<ConnectionState>,
+) -> HttpResponse {
+    let in_flight = connection.request_started(req.version() == Version::HTTP_2);
+    let path = req.uri().path().to_owned();
+    let endpoint = Endpoint::of(&path);
+    let allow_origin = endpoint
+        .filter(|endpoint| endpoint.has_cors())
+        .and_then(|_| cors::allow_origin(req.headers(), &state.config.cors_allowed_origins));
+    let result = match endpoint {
+        None => Err(ApiError::NotFound),
+        Some(endpoint) => dispatch(endpoint, req, &state, &connection).await,
+    };
+    let mut response = result.unwrap_or_else(|err| {
+        match err.fault() {
+            Fault::Client => {
+                tracing::debug!(status = err.status(), reason = %err, "request refused")
+            }
+            Fault::Capacity => {
+                tracing::warn!(status = err.status(), reason = %err, "request refused")
+            }
+        }
+        reply::error(&err)
+    });
+    if let Some(allow_origin) = &allow_origin {
+        cors::decorate(&mut response, allow_origin);
+    }
+    state.metrics.response_sent(response.status().as_str());
+    response.body_mut().hold(in_flight);
+    response
+}
+
+async fn dispatch(
+    endpoint: Endpoint<'_>,
+    req: Request<Incoming>,
+    state: &AppState,
+    connection: &Arc<ConnectionState>,
+) -> Result<HttpResponse, ApiError> {
+    let method = req.method().clone();
+    match (endpoint, method) {
+        (Endpoint::Healthz, Method::GET | Method::HEAD) => Ok(ops::healthz()),
+        (Endpoint::Readyz, Method::GET | Method::HEAD) => Ok(ops::readyz(state)),
+        (Endpoint::Metrics, Method::GET | Method::HEAD) => Ok(ops::metrics(state)),
+        (Endpoint::Publish(topic), Method::POST) => match topic {
+            Some(topic) => publish::handle(req, topic, state).await,
+            None => Err(ApiError::MissingTopic {
+                usage: "/publish/<topic>",
+            }),
+        },
+        (Endpoint::Subscribe(topic), Method::GET) => {
+            subscribe::handle(&req, topic, state, connection)
+        }
+        (Endpoint::Publish(_) | Endpoint::Subscribe(_), Method::OPTIONS) => {
+            cors::preflight(&req, &state.config.cors_allowed_origins, endpoint.allow())
+        }
+        (endpoint, _) => Err(ApiError::MethodNotAllowed {
+            allow: endpoint.allow(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            Endpoint::of("/publish/a/b"),
+            Some(Endpoint::Publish(Some("a/b")))
+        );
+        assert_eq!(Endpoint::of("/publish/"), Some(Endpoint::Publish(Some(""))));
+        assert_eq!(Endpoint::of("/subscribe"), Some(Endpoint::Subscribe(None)));
+        assert_eq!(Endpoint::of("/subscribex"), None);
+        assert_eq!(Endpoint::of("/"), None);
+        assert_eq!(Endpoint::of("/metrics/"), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! `POST /publish/{topic}`: read the body within limits, hand it to
+//! `Registry::publish`, answer with the id.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::{Request, StatusCode};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::http::reply::{self, HttpResponse};
+use crate::http::{auth, query};
+use crate::registry::LimitReached;
+use crate::state::AppState;
+use crate::topic::name::TopicName;
+
+/// The longest event type the contract allows.
+const MAX_EVENT_TYPE_BYTES: usize = 64;
+
+#[derive(Serialize)]
+struct PublishReply<'a> {
+    id: &'a str,
+    topic: &'a str,
+    subscribers: usize,
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    raw_topic: &str,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorize(req.headers(), state.config.publish_token.as_deref())?;
+    let topic = TopicName::parse(raw_topic)?;
+    let event_type = event_type(req.uri().query())?;
+    let body = read_body(
+        req,
+        state.config.max_event_bytes,
+        state.config.request_body_timeout,
+    )
+    .await?;
+    let data = std::str::from_utf8(&body).map_err(|_| ApiError::BodyNotUtf8)?;
+    let published = state
+        .registry
+        .publish(&topic, event_type.as_deref(), data)
+        .map_err(|limit| match limit {
+            LimitReached::Topics => ApiError::TopicLimit,
+            LimitReached::Subscribers => ApiError::SubscriberLimit,
+        })?;
+    let id = String::from_utf8_lossy(&published.id);
+    Ok(reply::json(
+        StatusCode::OK,
+        &PublishReply {
+            id: &id,
+            topic: topic.as_str(),
+            subscribers: published.n_subscribers,
+        },
+    ))
+}
+
+/// The optional `event=` parameter: 1 to 64 bytes of `A-Z a-z 0-9 _ . : -`,
+/// and not the reserved `gap`.
+fn event_type(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(event_type) = query::single(query, "event")? else {
+        return Ok(None);
+    };
+    if event_type.is_empty() || event_type.len() > MAX_EVENT_TYPE_BYTES {
+        return Err(ApiError::InvalidEventType(format!(
+            "must be 1 to {MAX_EVENT_TYPE_BYTES} bytes, got {}",
+            event_type.len()
+        )));
+    }
+    let allowed = |ch: char| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | ':' | '-');
+    if let Some(ch) = event_type.chars().find(|&ch| !allowed(ch)) {
+        return Err(ApiError::InvalidEventType(format!(
+            "character {ch:?} is not allowed (use A-Z a-z 0-9 _ . : -)"
+        )));
+    }
+    if event_type == "gap" {
+        return Err(ApiError::ReservedEventType);
+    }
+    Ok(Some(event_type))
+}
+
+/// Reads at most `max` bytes of body within `timeout`. A declared length over
+/// the limit is refused before a byte is read; an undeclared one stops being
+/// read as soon as it passes the limit.
+async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(ApiError::BodyTooLarge { max });
+    }
+    let limited = Limited::new(req.into_body(), max);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_elapsed) => Err(ApiError::BodyTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::BodyTooLarge { max })
+        }
+        Ok(Err(_)) => Err(ApiError::BodyUnreadable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types() {
+        assert_eq!(event_type(None), Ok(None));
+        assert_eq!(
+            event_type(Some("event=price.v2:x-y_z")),
+            Ok(Some("price.v2:x-y_z".into()))
+        );
+        assert_eq!(
+            event_type(Some("event=gap")),
+            Err(ApiError::ReservedEventType)
+        );
+        assert!(event_type(Some("event=")).is_err());
+        assert!(event_type(Some("event=a%20b")).is_err());
+        assert!(event_type(Some(&format!("event={}", "x".repeat(65)))).is_err());
+        assert!(event_type(Some("event=a&event=b")).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! `GET /subscribe/{topic}` and `GET /subscribe?topic=A&topic=B`: validate,
+//! open a subscription, answer `200` with its `EventStream` as the body.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response};
+
+use crate::connection::ConnectionState;
+use crate::error::ApiError;
+use crate::http::body::ResponseBody;
+use crate::http::query;
+use crate::http::reply::HttpResponse;
+use crate::registry::LimitReached;
+use crate::sse::encode::gap_frame;
+use crate::sse::stream::EventStream;
+use crate::state::AppState;
+use crate::topic::name::TopicName;
+
+const USAGE: &str = "/subscribe/<topic> or /subscribe?topic=<a>&topic=<b>";
+
+/// `path_topic` is what follows `/subscribe/`, `None` for bare `/subscribe`.
+pub fn handle<B>(
+    req: &Request<B>,
+    path_topic: Option<&str>,
+    state: &AppState,
+    connection: &Arc<ConnectionState>,
+) -> Result<HttpResponse, ApiError> {
+    if state.shutdown.is_shutdown() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let topics = topics(
+        path_topic,
+        req.uri().query(),
+        state.config.max_topics_per_subscription,
+    )?;
+    let resume_id = resume_id(req)?;
+    let new = state
+        .registry
+        .subscribe(&topics, resume_id.as_deref())
+        .map_err(|limit| match limit {
+            LimitReached::Subscribers => ApiError::SubscriberLimit,
+            LimitReached::Topics => ApiError::TopicLimit,
+        })?;
+    let preamble = match new.gap_for {
+        None => state.retry_frame.clone(),
+        Some(last_event_id) => {
+            state.metrics.gap_sent();
+            let gap = gap_frame(&last_event_id);
+            let mut buf = BytesMut::with_capacity(state.retry_frame.len() + gap.len());
+            buf.extend_from_slice(&state.retry_frame);
+            buf.extend_from_slice(&gap);
+            buf.freeze()
+        }
+    };
+    let stream = EventStream::new(
+        new.subscription,
+        preamble,
+        state.stream_settings,
+        state.shutdown.clone(),
+        Arc::clone(&state.metrics),
+    );
+    let mut response = Response::new(ResponseBody::events(
+        stream,
+        connection.subscription_opened(),
+    ));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// The distinct topics of the request, validated, in the order given.
+fn topics(
+    path_topic: Option<&str>,
+    query: Option<&str>,
+    max: usize,
+) -> Result<Vec<TopicName>, ApiError> {
+    let mut raw: Vec<String> = Vec::new();
+    for (_, value) in query::pairs(query).filter(|(key, _)| key == "topic") {
+        if !raw.iter().any(|seen| *seen == value) {
+            raw.push(value.into_owned());
+        }
+        if raw.len() > max {
+            return Err(ApiError::TooManyTopics { max });
+        }
+    }
+    match (path_topic, raw.is_empty()) {
+        (Some(_), false) => Err(ApiError::AmbiguousTopics),
+        (Some(path_topic), true) => Ok(vec![TopicName::parse(path_topic)?]),
+        (None, true) => Err(ApiError::MissingTopic { usage: USAGE }),
+        (None, false) => raw
+            .iter()
+            .map(|name| TopicName::parse(name).map_err(ApiError::from))
+            .collect(),
+    }
+}
+
+/// The id to resume after: the `Last-Event-ID` header, else the
+/// `last_event_id` parameter, else `lastEventId`.
+fn resume_id<B>(req: &Request<B>) -> Result<Option<Bytes>, ApiError> {
+    if let Some(value) = req.headers().get("last-event-id") {
+        return Ok(Some(Bytes::copy_from_slice(value.as_bytes())));
+    }
+    let query = req.uri().query();
+    let from_query = match query::single(query, "last_event_id")? {
+        Some(id) => Some(id),
+        None => query::single(query, "lastEventId")?,
+    };
+    Ok(from_query.map(Bytes::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(result: Result<Vec<TopicName>, ApiError>) -> Result<Vec<String>, ApiError> {
+        result.map(|topics| topics.iter().map(|t| t.to_string()).collect())
+    }
+
+    #[test]
+    fn topics_from_path_or_query() {
+        assert_eq!(names(topics(Some("a/b"), None, 2)), Ok(vec!["a/b".into()]));
+        assert_eq!(
+            names(topics(None, Some("topic=a&topic=b%2Fc&topic=a&x=1"), 2)),
+            Ok(vec!["a".into(), "b/c".into()])
+        );
+        assert_eq!(
+            topics(None, Some("topic=a&topic=b&topic=c"), 2).err(),
+            Some(ApiError::TooManyTopics { max: 2 })
+        );
+        assert_eq!(
+            topics(None, None, 2).err(),
+            Some(ApiError::MissingTopic { usage: USAGE })
+        );
+        assert_eq!(
+            topics(Some("a"), Some("topic=b"), 2).err(),
+            Some(ApiError::AmbiguousTopics)
+        );
+        assert!(matches!(
+            topics(None, Some("topic=ok&topic=bad%20one"), 2),
+            Err(ApiError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            topics(None, Some("topic="), 2),
+            Err(ApiError::InvalidTopic(_))
+        ));
+    }
+}

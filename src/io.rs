@@ -1,0 +1,272 @@
+//! `DeadlineIo`: the connection deadlines hyper does not enforce the way the
+//! contract words them, enforced on the socket itself.
+//!
+//! - `first_request_timeout`, from accept to the end of the first request
+//!   head. hyper-util's auto h1/h2 detection has no deadline at all, and a TLS
+//!   handshake runs under this one too, since this wrapper sits below TLS.
+//! - `header_read_timeout`, from the first byte of each later HTTP/1 request
+//!   head to its end. hyper's own timer starts when it *begins waiting* for a
+//!   head, which would also cut idle keep-alive connections; that job belongs
+//!   to the next deadline, so hyper's is switched off.
+//! - `keep_alive_timeout`, an HTTP/1 connection idle between requests.
+//! - `write_timeout`: a socket that accepts no byte for this long fails the
+//!   connection. hyper stops polling a response body while its buffer is
+//!   full, so a stuck subscriber is invisible from the body; here it is not.
+//!
+//! A deadline that fires returns `TimedOut` from the next read or write, and
+//! hyper drops the connection. Timers are allocated only when first needed.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::connection::ConnectionState;
+use crate::metrics::{ConnectionTimeout, DropReason, Metrics};
+
+/// The four deadlines, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub first_request: Duration,
+    pub header_read: Duration,
+    pub keep_alive: Duration,
+    pub write: Duration,
+}
+
+/// Where the connection is in its request cycle, as far as reads go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    FirstRequest {
+        deadline: Instant,
+    },
+    InRequest,
+    Idle {
+        deadline: Instant,
+    },
+    ReadingHead {
+        deadline: Instant,
+    },
+    /// HTTP/2 after its first request: streams multiplex, pings keep watch.
+    Unbounded,
+}
+
+pub struct DeadlineIo<T> {
+    inner: T,
+    connection: Arc<ConnectionState>,
+    metrics: Arc<Metrics>,
+    deadlines: Deadlines,
+    phase: Phase,
+    n_requests_seen: u64,
+    read_timer: Option<Pin<Box<Sleep>>>,
+    write_timer: Option<Pin<Box<Sleep>>>,
+    /// A write is pending and `write_timer` is counting.
+    write_stalled: bool,
+    /// A deadline fired; every later call fails the same way.
+    timed_out: bool,
+}
+
+impl<T> DeadlineIo<T> {
+    /// Wraps a freshly accepted socket; the first-request deadline starts now.
+    pub fn new(
+        inner: T,
+        connection: Arc<ConnectionState>,
+        metrics: Arc<Metrics>,
+        deadlines: Deadlines,
+    ) -> DeadlineIo<T> {
+        DeadlineIo {
+            inner,
+            connection,
+            metrics,
+            phase: Phase::FirstRequest {
+                deadline: Instant::now() + deadlines.first_request,
+            },
+            deadlines,
+            n_requests_seen: 0,
+            read_timer: None,
+            write_timer: None,
+            write_stalled: false,
+            timed_out: false,
+        }
+    }
+
+    /// Catches up with what the service and bodies reported.
+    fn update_phase(&mut self) {
+        let activity = self.connection.activity();
+        if activity.n_requests != self.n_requests_seen {
+            self.n_requests_seen = activity.n_requests;
+            self.phase = Phase::InRequest;
+            // Busy connections (every open stream) hold no read timer.
+            self.read_timer = None;
+        }
+        if self.phase == Phase::InRequest && activity.in_flight == 0 {
+            self.phase = match activity.is_http2 {
+                true => Phase::Unbounded,
+                false => Phase::Idle {
+                    deadline: Instant::now() + self.deadlines.keep_alive,
+                },
+            };
+        }
+    }
+
+    fn on_bytes_read(&mut self) {
+        if let Phase::Idle { .. } = self.phase {
+            self.phase = Phase::ReadingHead {
+                deadline: Instant::now() + self.deadlines.header_read,
+            };
+        }
+    }
+
+    fn read_deadline(&self) -> Option<(Instant, ConnectionTimeout)> {
+        match self.phase {
+            Phase::FirstRequest { deadline } => Some((deadline, ConnectionTimeout::FirstRequest)),
+            Phase::Idle { deadline } => Some((deadline, ConnectionTimeout::KeepAlive)),
+            Phase::ReadingHead { deadline } => Some((deadline, ConnectionTimeout::HeaderRead)),
+            Phase::InRequest | Phase::Unbounded => None,
+        }
+    }
+
+    /// Polls the read deadline; `Ready` means it fired.
+    fn poll_read_deadline(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionTimeout> {
+        let Some((deadline, kind)) = self.read_deadline() else {
+            return Poll::Pending;
+        };
+        let timer = arm(&mut self.read_timer, deadline);
+        ready!(timer.as_mut().poll(cx));
+        self.timed_out = true;
+        self.metrics.connection_timed_out(kind);
+        tracing::debug!(deadline = ?kind, "closing connection: deadline passed");
+        Poll::Ready(kind)
+    }
+
+    /// Called when a write returned `Pending`; `Ready` means the socket has
+    /// accepted nothing for `write_timeout`.
+    fn poll_write_stall(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.write_stalled {
+            self.write_stalled = true;
+            arm(&mut self.write_timer, Instant::now() + self.deadlines.write);
+        }
+        // Always `Some` here: armed above, on this stall or an earlier one.
+        let Some(timer) = self.write_timer.as_mut() else {
+            return Poll::Pending;
+        };
+        ready!(timer.as_mut().poll(cx));
+        self.timed_out = true;
+        self.metrics.connection_timed_out(ConnectionTimeout::Write);
+        let n_dropped = self.connection.open_subscriptions();
+        if n_dropped > 0 {
+            self.metrics
+                .subscribers_dropped(DropReason::WriteTimeout, n_dropped);
+            tracing::info!(
+                reason = "write_timeout",
+                n_subscribers = n_dropped,
+                "dropped slow subscriber: socket accepted nothing for write_timeout"
+            );
+        }
+        Poll::Ready(())
+    }
+
+    fn write_progress(&mut self) {
+        self.write_stalled = false;
+    }
+}
+
+/// Points `timer` at `deadline`, allocating it on first use.
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> &mut Pin<Box<Sleep>> {
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if sleep.deadline() != deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    sleep
+}
+
+fn timed_out_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection deadline passed")
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.timed_out {
+            return Poll::Ready(Err(timed_out_error()));
+        }
+        this.update_phase();
+        let n_before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > n_before {
+                    this.on_bytes_read();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => match this.poll_read_deadline(cx) {
+                Poll::Ready(_) => Poll::Ready(Err(timed_out_error())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> DeadlineIo<T> {
+    /// Runs one write-side operation under the write deadline.
+    fn guard_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if self.timed_out {
+            return Poll::Ready(Err(timed_out_error()));
+        }
+        match op(Pin::new(&mut self.inner), cx) {
+            Poll::Ready(result) => {
+                self.write_progress();
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.poll_write_stall(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(timed_out_error())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .guard_write(cx, |inner, cx| inner.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .guard_write(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut()
+            .guard_write(cx, |inner, cx| inner.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

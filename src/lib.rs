@@ -1,0 +1,39 @@
+//! ssegate: a Server-Sent Events fan-out gateway on raw hyper.
+//!
+//! Publishers `POST /publish/{topic}`; browsers hold `GET /subscribe/{topic}`
+//! with `EventSource`. Each event is encoded once, appended to its topic's
+//! ring buffer under the next process-wide id, and read by every subscriber
+//! straight from the ring: no per-subscriber copy, queue or task.
+//!
+//! # Layout
+//!
+//! Reading order, from the socket inwards (`ARCHITECTURE.md` has the map):
+//!
+//! - `server`: accept loop, hyper connections, graceful drain.
+//! - `io`, `connection`: per-connection deadlines and bookkeeping.
+//! - `http`: routing and the handlers; the only module besides `server` that
+//!   knows hyper.
+//! - `registry`: all topics, the id sequence, limits; the single publish path.
+//! - `subscription`: a subscriber's cursor and how it reads its topics.
+//! - `topic`: one topic's ring buffer and waiting subscribers.
+//! - `sse`: the wire format and the subscriber stream.
+//! - `config`, `metrics`, `shutdown`, `state`, `error`, `id`, `tls`: the rest.
+
+pub mod config;
+mod connection;
+mod error;
+mod http;
+mod id;
+mod io;
+mod metrics;
+mod registry;
+mod server;
+pub mod shutdown;
+mod sse;
+mod state;
+mod subscription;
+mod tls;
+mod topic;
+
+pub use config::Config;
+pub use server::run;

@@ -1,0 +1,63 @@
+//! The `ssegate` binary: configuration, logging, bind, run, exit code.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use ssegate::config::{self, ConfigError};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// `EX_USAGE` from sysexits.h: the configuration is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let loaded = match config::load(std::env::args_os(), std::env::vars_os()) {
+        Ok(loaded) => loaded,
+        Err(ConfigError::Info(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("ssegate: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("ssegate: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = loaded.config;
+    let result = runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
+        ssegate::run(listener, config, ssegate::shutdown::signal())
+            .await
+            .map_err(|err| err.to_string())
+    });
+    // Connections that outlived `shutdown_timeout` are dropped here.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ssegate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! `Metrics`: the one owner of every Prometheus metric.
+//!
+//! Built once in `run`, passed down in an `Arc`, never a global, so servers
+//! started side by side in one test process do not cross-talk. Other modules
+//! call the named methods below and never touch a prometheus type. Labels only
+//! take values from fixed sets here (never a topic or a client), and hot-path
+//! counters are bumped once per batch, not once per event.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Why a subscriber was disconnected by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Fell so far behind that events it still needed were evicted.
+    Lagged,
+    /// Its socket accepted no bytes for `write_timeout`.
+    WriteTimeout,
+}
+
+/// Which connection deadline closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionTimeout {
+    FirstRequest,
+    HeaderRead,
+    KeepAlive,
+    Write,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    subscribers: IntGauge,
+    topics: IntGauge,
+    connections: IntGauge,
+    buffered_events: IntGauge,
+    buffered_bytes: IntGauge,
+    connections_accepted: IntCounter,
+    events_published: IntCounter,
+    events_delivered: IntCounter,
+    events_replayed: IntCounter,
+    subscriptions: IntCounter,
+    gaps: IntCounter,
+    heartbeats: IntCounter,
+    subscribers_dropped: IntCounter,
+    dropped_lagged: IntCounter,
+    dropped_write_timeout: IntCounter,
+    timeouts: IntCounterVec,
+    responses: IntCounterVec,
+    publish_duration: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help));
+        let counter = |name: &str, help: &str| register(&registry, IntCounter::new(name, help));
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), &[label]),
+            )
+        };
+        let dropped_by_reason = counter_vec(
+            "ssegate_subscribers_dropped_by_reason_total",
+            "Slow subscribers disconnected by the server, by reason.",
+            "reason",
+        );
+        let publish_buckets = vec![
+            5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1,
+            1.0,
+        ];
+        let metrics = Metrics {
+            subscribers: gauge("ssegate_subscribers", "Open subscriber streams."),
+            topics: gauge("ssegate_topics", "Topics currently held in memory."),
+            connections: gauge("ssegate_connections", "Open client connections."),
+            buffered_events: gauge(
+                "ssegate_buffered_events",
+                "Events held in topic ring buffers (updated at scrape).",
+            ),
+            buffered_bytes: gauge(
+                "ssegate_buffered_bytes",
+                "Encoded bytes held in topic ring buffers (updated at scrape).",
+            ),
+            connections_accepted: counter(
+                "ssegate_connections_accepted_total",
+                "Client connections accepted.",
+            ),
+            events_published: counter("ssegate_events_published_total", "Events published."),
+            events_delivered: counter(
+                "ssegate_events_delivered_total",
+                "Events written to subscribers, replays included.",
+            ),
+            events_replayed: counter(
+                "ssegate_events_replayed_total",
+                "Events written to subscribers from the buffer on resume.",
+            ),
+            subscriptions: counter("ssegate_subscriptions_total", "Subscriber streams opened."),
+            gaps: counter(
+                "ssegate_gaps_total",
+                "gap events sent because a resume id could not be honoured exactly.",
+            ),
+            heartbeats: counter("ssegate_heartbeats_total", "Heartbeat comments sent."),
+            subscribers_dropped: counter(
+                "ssegate_subscribers_dropped_total",
+                "Slow subscribers disconnected by the server.",
+            ),
+            dropped_lagged: dropped_by_reason.with_label_values(&["lagged"]),
+            dropped_write_timeout: dropped_by_reason.with_label_values(&["write_timeout"]),
+            timeouts: counter_vec(
+                "ssegate_connection_timeouts_total",
+                "Connections closed by a deadline, by deadline.",
+                "deadline",
+            ),
+            responses: counter_vec(
+                "ssegate_http_responses_total",
+                "HTTP responses sent, by status code.",
+                "code",
+            ),
+            publish_duration: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ssegate_publish_duration_seconds",
+                        "Time to encode, append and fan out one published event.",
+                    )
+                    .buckets(publish_buckets),
+                ),
+            ),
+            registry,
+        };
+        #[cfg(target_os = "linux")]
+        // Process CPU, memory and file descriptors, read from /proc at scrape.
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(err) = metrics.registry.register(Box::new(process)) {
+            tracing::warn!(cause = %err, "process metrics unavailable");
+        }
+        metrics
+    }
+
+    pub fn subscriber_opened(&self) {
+        self.subscribers.inc();
+        self.subscriptions.inc();
+    }
+
+    pub fn subscriber_closed(&self) {
+        self.subscribers.dec();
+    }
+
+    pub fn topic_created(&self) {
+        self.topics.inc();
+    }
+
+    pub fn topic_removed(&self) {
+        self.topics.dec();
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+        self.connections_accepted.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    pub fn event_published(&self, took: Duration) {
+        self.events_published.inc();
+        self.publish_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts one batch written to one subscriber.
+    pub fn delivered(&self, n_events: usize, n_replayed: usize) {
+        self.events_delivered.inc_by(n_events as u64);
+        if n_replayed > 0 {
+            self.events_replayed.inc_by(n_replayed as u64);
+        }
+    }
+
+    pub fn gap_sent(&self) {
+        self.gaps.inc();
+    }
+
+    pub fn heartbeat_sent(&self) {
+        self.heartbeats.inc();
+    }
+
+    pub fn subscribers_dropped(&self, reason: DropReason, n: usize) {
+        let n = n as u64;
+        self.subscribers_dropped.inc_by(n);
+        match reason {
+            DropReason::Lagged => self.dropped_lagged.inc_by(n),
+            DropReason::WriteTimeout => self.dropped_write_timeout.inc_by(n),
+        }
+    }
+
+    pub fn connection_timed_out(&self, deadline: ConnectionTimeout) {
+        let label = match deadline {
+            ConnectionTimeout::FirstRequest => "first_request",
+            ConnectionTimeout::HeaderRead => "header_read",
+            ConnectionTimeout::KeepAlive => "keep_alive",
+            ConnectionTimeout::Write => "write",
+        };
+        self.timeouts.with_label_values(&[label]).inc();
+    }
+
+    /// Counts a response by its three-digit status code.
+    pub fn response_sent(&self, code: &str) {
+        self.responses.with_label_values(&[code]).inc();
+    }
+
+    /// The text exposition, with the buffer gauges set from `buffered`
+    /// (events, bytes) first.
+    pub fn render(&self, buffered: (usize, usize)) -> String {
+        self.buffered_events.set(buffered.0 as i64);
+        self.buffered_bytes.set(buffered.1 as i64);
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding well-formed families into a Vec cannot fail; an error would
+        // only truncate the scrape, never take the server down.
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(cause = %err, "encoding metrics failed");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// Registers a metric created from fixed, valid options. Failure would mean
+/// two metrics share a name: a bug in this file, caught by every test run.
+fn register<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("metric options are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_metric_is_exposed() {
+        let metrics = Metrics::new();
+        metrics.event_published(Duration::from_micros(20));
+        let text = metrics.render((0, 0));
+        for name in [
+            "ssegate_subscribers ",
+            "ssegate_topics ",
+            "ssegate_events_published_total 1",
+            "ssegate_events_delivered_total ",
+            "ssegate_events_replayed_total ",
+            "ssegate_subscribers_dropped_total ",
+            "ssegate_publish_duration_seconds_bucket",
+        ] {
+            assert!(text.contains(name), "missing {name:?} in\n{text}");
+        }
+    }
+}

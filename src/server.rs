@@ -1,0 +1,300 @@
+//! `run`: the accept loop, one hyper connection per socket, and the drain.
+//!
+//! Each accepted socket gets TCP_NODELAY and keepalive, the `DeadlineIo`
+//! wrapper, and hyper-util's auto builder (HTTP/1.1 and HTTP/2 with prior
+//! knowledge on one port; HTTP/2 by ALPN under TLS), watched by a
+//! `GracefulShutdown`. On shutdown: stop accepting, flip readiness, end every
+//! subscriber stream (bodies watch the flag themselves: hyper's graceful
+//! shutdown waits for responses to finish, and an event stream never does),
+//! let in-flight publishes finish, and give up after `shutdown_timeout`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::connection::ConnectionState;
+use crate::http;
+use crate::id::RunEpoch;
+use crate::io::{DeadlineIo, Deadlines};
+use crate::metrics::Metrics;
+use crate::registry::{Limits, Registry};
+use crate::shutdown::{self, Shutdown};
+use crate::sse::encode::retry_frame;
+use crate::sse::stream::StreamSettings;
+use crate::state::{AppState, Shared};
+use crate::tls::TlsAcceptor;
+
+type Builder = auto::Builder<TokioExecutor>;
+
+/// Serves on `listener` until `shutdown_signal` resolves, then drains.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown_signal: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let tls = match config.tls_files() {
+        Some((cert, key)) => Some(TlsAcceptor::from_pem_files(cert, key)?),
+        None => None,
+    };
+    let (trigger, shutdown) = shutdown::channel();
+    let state = app_state(config, shutdown.clone());
+    let local_addr = listener.local_addr()?;
+    log_start(&state.config, local_addr);
+
+    let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));
+    let builder = Arc::new(connection_builder(&state.config));
+    let graceful = GracefulShutdown::new();
+    let acceptor = Acceptor {
+        state: state.clone(),
+        builder,
+        tls,
+        graceful: &graceful,
+    };
+    acceptor.accept_until(&listener, shutdown_signal).await;
+
+    drop(listener);
+    trigger.trigger();
+    state.registry.wake_all();
+    tracing::info!(
+        n_connections = graceful.count(),
+        "shutting down: ending streams and finishing requests"
+    );
+    let grace = state.config.shutdown_timeout;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "connections still open after shutdown_timeout; closing them"
+        );
+    }
+    sweeper.abort();
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+fn app_state(config: Config, shutdown: Shutdown) -> AppState {
+    let metrics = Arc::new(Metrics::new());
+    let limits = Limits {
+        buffer_events: config.buffer_events,
+        buffer_ttl: config.buffer_ttl,
+        max_topics: config.max_topics,
+        max_subscribers: config.max_subscribers,
+    };
+    let registry = Arc::new(Registry::new(
+        limits,
+        RunEpoch::generate(),
+        Arc::clone(&metrics),
+    ));
+    AppState::new(Shared {
+        retry_frame: retry_frame(config.retry),
+        stream_settings: StreamSettings {
+            heartbeat_interval: config.heartbeat_interval,
+            max_chunk_bytes: config.connection_buffer_bytes,
+        },
+        config,
+        registry,
+        metrics,
+        shutdown,
+    })
+}
+
+fn log_start(config: &Config, local_addr: SocketAddr) {
+    tracing::info!(
+        listen = %local_addr,
+        tls = config.tls_files().is_some(),
+        buffer_events = config.buffer_events,
+        buffer_ttl = ?config.buffer_ttl,
+        max_event_bytes = config.max_event_bytes,
+        max_subscribers = config.max_subscribers,
+        max_topics = config.max_topics,
+        heartbeat_interval = ?config.heartbeat_interval,
+        write_timeout = ?config.write_timeout,
+        "ssegate listening"
+    );
+}
+
+fn connection_builder(config: &Config) -> Builder {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // `DeadlineIo` enforces the head deadlines as the contract words them.
+        .header_read_timeout(None)
+        .max_buf_size(config.connection_buffer_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.http2_keep_alive_interval)
+        .keep_alive_timeout(config.http2_keep_alive_timeout)
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .max_send_buf_size(config.connection_buffer_bytes);
+    builder
+}
+
+/// Everything the accept loop hands to each new connection.
+struct Acceptor<'a> {
+    state: AppState,
+    builder: Arc<Builder>,
+    tls: Option<TlsAcceptor>,
+    graceful: &'a GracefulShutdown,
+}
+
+impl Acceptor<'_> {
+    /// Accepts until `shutdown_signal` resolves. An accept error (out of file
+    /// descriptors, say) is logged and retried after a growing pause; it never
+    /// ends the loop.
+    async fn accept_until(
+        &self,
+        listener: &TcpListener,
+        shutdown_signal: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown_signal);
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown_signal => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    self.serve(stream, peer);
+                }
+                Err(err) => {
+                    tracing::warn!(cause = %err, ?backoff, "accept failed; retrying");
+                    tokio::select! {
+                        () = &mut shutdown_signal => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn serve(&self, stream: TcpStream, peer: SocketAddr) {
+        let config = &self.state.config;
+        configure_socket(&stream, config.tcp_keepalive);
+        let connection = ConnectionState::new();
+        let deadlines = Deadlines {
+            first_request: config.first_request_timeout,
+            header_read: config.header_read_timeout,
+            keep_alive: config.keep_alive_timeout,
+            write: config.write_timeout,
+        };
+        let io = DeadlineIo::new(
+            stream,
+            Arc::clone(&connection),
+            Arc::clone(&self.state.metrics),
+            deadlines,
+        );
+        let gauge = ConnectionGauge::open(Arc::clone(&self.state.metrics));
+        let builder = Arc::clone(&self.builder);
+        let state = self.state.clone();
+        let tls = self.tls.clone();
+        let watcher = self.graceful.watcher();
+        let span = tracing::debug_span!("connection", client.addr = %peer);
+        tokio::spawn(
+            async move {
+                let _gauge = gauge;
+                match tls {
+                    None => serve_connection(&builder, io, state, connection, watcher).await,
+                    // The first-request deadline of `DeadlineIo` bounds the handshake.
+                    Some(tls) => match tls.accept(io).await {
+                        Ok(io) => serve_connection(&builder, io, state, connection, watcher).await,
+                        Err(err) => tracing::debug!(cause = %err, "TLS handshake failed"),
+                    },
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Serves one connection (HTTP/1.1 or HTTP/2, detected) over `io` until it
+/// ends, under the graceful-shutdown `watcher`.
+async fn serve_connection<T>(
+    builder: &Builder,
+    io: T,
+    state: AppState,
+    connection: Arc<ConnectionState>,
+    watcher: Watcher,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        let connection = Arc::clone(&connection);
+        async move { Ok::<_, Infallible>(http::handle(req, state, connection).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(err) = watcher.watch(conn).await {
+        tracing::debug!(cause = %err, "connection ended with an error");
+    }
+}
+
+fn configure_socket(stream: &TcpStream, keepalive: Duration) {
+    // Events are written as soon as they exist; Nagle would only add delay.
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(cause = %err, "cannot set TCP_NODELAY");
+    }
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(keepalive)
+        .with_interval(keepalive.min(Duration::from_secs(10)));
+    if let Err(err) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(cause = %err, "cannot enable TCP keepalive");
+    }
+}
+
+/// Keeps `ssegate_connections` right on every way a connection task ends,
+/// including being dropped when the runtime stops.
+struct ConnectionGauge(Arc<Metrics>);
+
+impl ConnectionGauge {
+    fn open(metrics: Arc<Metrics>) -> ConnectionGauge {
+        metrics.connection_opened();
+        ConnectionGauge(metrics)
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+/// Expires events and removes idle topics, a few times per `buffer_ttl`.
+async fn sweep_idle_topics(state: AppState) {
+    let period =
+        (state.config.buffer_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let n_removed = state.registry.sweep(Instant::now());
+                if n_removed > 0 {
+                    tracing::debug!(n_removed, "removed idle topics");
+                }
+            }
+            () = state.shutdown.wait() => return,
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `EventStream`: a subscriber's response body, minus the HTTP framing.
+//!
+//! The stream *is* the subscriber: there is no task and no channel behind it.
+//! Each poll checks shutdown, then takes everything past the subscription's
+//! cursor as one chunk, then, if there was nothing, sends a heartbeat when the
+//! stream has been quiet for `heartbeat_interval`. hyper polls it only when it
+//! can buffer more, so a slow reader costs at most one connection buffer.
+//!
+//! The heartbeat timer is lazy: a write only records the time, and the timer
+//! is moved when it fires early, so a busy stream costs no timer operation
+//! per event.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::{Instant, Sleep};
+
+use crate::metrics::{DropReason, Metrics};
+use crate::shutdown::Shutdown;
+use crate::sse::encode::HEARTBEAT;
+use crate::subscription::{Batch, Subscription};
+
+/// Settings every stream shares.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    pub heartbeat_interval: Duration,
+    /// Upper bound of one chunk of events (a single larger event still goes).
+    pub max_chunk_bytes: usize,
+}
+
+pub struct EventStream {
+    subscription: Subscription,
+    /// `retry:` and, when resuming failed, the `gap` event: sent before all else.
+    preamble: Option<Bytes>,
+    heartbeat: Pin<Box<Sleep>>,
+    last_write: Instant,
+    settings: StreamSettings,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+    finished: bool,
+}
+
+impl EventStream {
+    pub fn new(
+        subscription: Subscription,
+        preamble: Bytes,
+        settings: StreamSettings,
+        shutdown: Shutdown,
+        metrics: Arc<Metrics>,
+    ) -> EventStream {
+        let now = Instant::now();
+        EventStream {
+            subscription,
+            preamble: Some(preamble),
+            heartbeat: Box::pin(tokio::time::sleep_until(now + settings.heartbeat_interval)),
+            last_write: now,
+            settings,
+            shutdown,
+            metrics,
+            finished: false,
+        }
+    }
+
+    /// The next chunk to write; `None` ends the stream (shutdown or lag).
+    pub fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if self.finished || self.shutdown.is_shutdown() {
+            self.finished = true;
+            return Poll::Ready(None);
+        }
+        match self
+            .subscription
+            .next_batch(cx.waker(), self.settings.max_chunk_bytes)
+        {
+            Batch::Events {
+                frames,
+                n_events,
+                n_replayed,
+            } => {
+                self.metrics.delivered(n_events, n_replayed);
+                let chunk = match self.preamble.take() {
+                    Some(preamble) => concat(&preamble, &frames),
+                    None => frames,
+                };
+                Poll::Ready(Some(self.wrote(chunk)))
+            }
+            Batch::Lagged => {
+                self.finished = true;
+                self.metrics.subscribers_dropped(DropReason::Lagged, 1);
+                tracing::info!(
+                    reason = "lagged",
+                    topics = ?self.subscription.topic_names(),
+                    "dropped slow subscriber: events it still needed were evicted"
+                );
+                Poll::Ready(None)
+            }
+            Batch::Idle => {
+                // Parked now; a shutdown that raced the park woke nobody, so
+                // look at the flag once more.
+                if self.shutdown.is_shutdown() {
+                    self.finished = true;
+                    return Poll::Ready(None);
+                }
+                if let Some(preamble) = self.preamble.take() {
+                    return Poll::Ready(Some(self.wrote(preamble)));
+                }
+                match self.poll_heartbeat(cx) {
+                    Poll::Ready(()) => {
+                        self.metrics.heartbeat_sent();
+                        Poll::Ready(Some(self.wrote(HEARTBEAT)))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn wrote(&mut self, chunk: Bytes) -> Bytes {
+        self.last_write = Instant::now();
+        chunk
+    }
+
+    /// `Ready` when the stream has been quiet for a whole heartbeat interval.
+    fn poll_heartbeat(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let due = self.last_write + self.settings.heartbeat_interval;
+        if Instant::now() >= due {
+            return Poll::Ready(());
+        }
+        if self.heartbeat.deadline() != due {
+            self.heartbeat.as_mut().reset(due);
+        }
+        self.heartbeat.as_mut().poll(cx)
+    }
+}
+
+fn concat(first: &[u8], second: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(first.len() + second.len());
+    buf.extend_from_slice(first);
+    buf.extend_from_slice(second);
+    buf.freeze()
+}
