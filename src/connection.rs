@@ -8,8 +8,9 @@
 //! streams that disconnect drops. With HTTP/2 the parts run on different
 //! tasks, hence atomics.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
 
 #[derive(Debug, Default)]
 pub struct ConnectionState {
@@ -20,6 +21,10 @@ pub struct ConnectionState {
     n_requests: AtomicU64,
     is_http2: AtomicBool,
     open_subscriptions: AtomicUsize,
+    /// The reader parked while a request was in flight. hyper does not read
+    /// again until the socket wakes it, so when the last response finishes
+    /// the reader is woken here to start the keep-alive deadline.
+    parked_reader: Mutex<Option<Waker>>,
 }
 
 /// Marks a request in flight until dropped with its response body.
@@ -63,6 +68,18 @@ impl ConnectionState {
         self.open_subscriptions.load(Ordering::SeqCst)
     }
 
+    /// Remembers `waker` to be woken when no request is in flight any more.
+    pub fn park_reader(&self, waker: &Waker) {
+        let mut parked = self
+            .parked_reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match parked.as_ref() {
+            Some(current) if current.will_wake(waker) => {}
+            _ => *parked = Some(waker.clone()),
+        }
+    }
+
     pub fn activity(&self) -> Activity {
         let n_requests = self.n_requests.load(Ordering::SeqCst);
         Activity {
@@ -75,7 +92,17 @@ impl ConnectionState {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let parked = self
+                .0
+                .parked_reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(waker) = parked {
+                waker.wake();
+            }
+        }
     }
 }
 

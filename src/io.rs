@@ -131,6 +131,11 @@ impl<T> DeadlineIo<T> {
 
     /// Polls the read deadline; `Ready` means it fired.
     fn poll_read_deadline(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionTimeout> {
+        if self.phase != Phase::Unbounded {
+            // hyper reads again only when woken; the end of the last response
+            // in flight wakes it here, so that `Idle` starts on time.
+            self.connection.park_reader(cx.waker());
+        }
         let Some((deadline, kind)) = self.read_deadline() else {
             return Poll::Pending;
         };

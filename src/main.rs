@@ -17,6 +17,11 @@ fn main() -> ExitCode {
             println!("{text}");
             return ExitCode::SUCCESS;
         }
+        Err(ConfigError::Usage(text)) => {
+            // clap's own message, with its usage line and hint.
+            eprint!("{text}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(err) => {
             eprintln!("ssegate: {err}");
             return ExitCode::from(EXIT_CONFIG);

@@ -87,7 +87,7 @@ pub async fn run(
     Ok(())
 }
 
-fn app_state(config: Config, shutdown: Shutdown) -> AppState {
+pub(crate) fn app_state(config: Config, shutdown: Shutdown) -> AppState {
     let metrics = Arc::new(Metrics::new());
     let limits = Limits {
         buffer_events: config.buffer_events,

@@ -42,20 +42,20 @@ enum Endpoint<'a> {
 
 impl<'a> Endpoint<'a> {
     fn of(path: &'a str) -> Option<Endpoint<'a>> {
+        // An empty topic (`/publish/`) counts as no topic: "missing" says more.
+        let topic_after = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .map(|t| Some(t).filter(|t| !t.is_empty()))
+        };
         match path {
             "/healthz" => Some(Endpoint::Healthz),
             "/readyz" => Some(Endpoint::Readyz),
             "/metrics" => Some(Endpoint::Metrics),
             "/publish" => Some(Endpoint::Publish(None)),
             "/subscribe" => Some(Endpoint::Subscribe(None)),
-            _ => {
-                if let Some(topic) = path.strip_prefix("/publish/") {
-                    Some(Endpoint::Publish(Some(topic)))
-                } else {
-                    path.strip_prefix("/subscribe/")
-                        .map(|topic| Endpoint::Subscribe(Some(topic)))
-                }
-            }
+            _ => topic_after("/publish/")
+                .map(Endpoint::Publish)
+                .or_else(|| topic_after("/subscribe/").map(Endpoint::Subscribe)),
         }
     }
 
@@ -146,7 +146,7 @@ mod tests {
             Endpoint::of("/publish/a/b"),
             Some(Endpoint::Publish(Some("a/b")))
         );
-        assert_eq!(Endpoint::of("/publish/"), Some(Endpoint::Publish(Some(""))));
+        assert_eq!(Endpoint::of("/publish/"), Some(Endpoint::Publish(None)));
         assert_eq!(Endpoint::of("/subscribe"), Some(Endpoint::Subscribe(None)));
         assert_eq!(Endpoint::of("/subscribex"), None);
         assert_eq!(Endpoint::of("/"), None);

@@ -29,3 +29,19 @@ pub fn metrics(state: &AppState) -> HttpResponse {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn readiness_flips_when_shutdown_starts_and_health_does_not() {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let state = crate::server::app_state(Config::default(), shutdown);
+        assert_eq!(readyz(&state).status(), StatusCode::OK);
+        trigger.trigger();
+        assert_eq!(readyz(&state).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(healthz().status(), StatusCode::OK);
+    }
+}

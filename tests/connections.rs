@@ -1,0 +1,181 @@
+//! Connection hygiene: silent and header-dripping connections are closed at
+//! their deadlines and never hold a slot; idle keep-alive connections are
+//! closed; streams are never cut by those deadlines; HTTP/2 works by prior
+//! knowledge on the same port.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PATIENCE, Subscriber, TestServer, config, eventually, h2_client, metric, publish};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the peer closes (EOF or reset), returning what was read.
+async fn read_until_closed(socket: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(PATIENCE, socket.read(&mut buf))
+            .await
+            .expect("the server closes the connection in time");
+        match read {
+            Ok(0) | Err(_) => return received,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn short_deadlines() -> ssegate::Config {
+    let mut config = config();
+    config.first_request_timeout = Duration::from_millis(400);
+    config.header_read_timeout = Duration::from_millis(400);
+    config
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed() {
+    let server = TestServer::start(short_deadlines()).await;
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    assert!(read_until_closed(&mut socket).await.is_empty());
+    let label = "ssegate_connection_timeouts_total{deadline=\"first_request\"}";
+    assert_eq!(metric(server.addr, label).await, 1.0);
+    eventually("the slot is released", || async {
+        metric(server.addr, "ssegate_connections").await <= 1.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_first_request_dripping_its_headers_is_closed() {
+    let server = TestServer::start(short_deadlines()).await;
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    let drip = tokio::spawn(async move {
+        let _ = socket.write_all(b"GET /healthz HTTP/1.1\r\n").await;
+        // One header line every 100 ms, forever: always sending, never done.
+        for i in 0.. {
+            if socket
+                .write_all(format!("X-Drip-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        socket
+    });
+    let socket = tokio::time::timeout(PATIENCE, drip)
+        .await
+        .expect("the server cuts the drip in time")
+        .expect("drip task");
+    drop(socket);
+    let label = "ssegate_connection_timeouts_total{deadline=\"first_request\"}";
+    assert_eq!(metric(server.addr, label).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_later_request_dripping_its_headers_is_closed() {
+    let mut config = short_deadlines();
+    config.first_request_timeout = Duration::from_secs(10);
+    let server = TestServer::start(config).await;
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("first request");
+    let mut buf = [0u8; 512];
+    let n = socket.read(&mut buf).await.expect("first response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("second head starts");
+    for i in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if socket
+            .write_all(format!("X-Drip-{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let rest = read_until_closed(&mut socket).await;
+    assert!(
+        rest.is_empty(),
+        "no response to a dripped head: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    let label = "ssegate_connection_timeouts_total{deadline=\"header_read\"}";
+    assert_eq!(metric(server.addr, label).await, 1.0);
+}
+
+#[tokio::test]
+async fn header_read_timeout_runs_from_the_first_byte_not_from_idle() {
+    let mut config = short_deadlines();
+    config.keep_alive_timeout = Duration::from_secs(30);
+    let server = TestServer::start(config).await;
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut buf = [0u8; 512];
+    socket.write_all(request).await.expect("first request");
+    assert!(socket.read(&mut buf).await.expect("first response") > 0);
+    // Idle for longer than header_read_timeout, then a prompt request.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    socket.write_all(request).await.expect("second request");
+    let n = socket.read(&mut buf).await.expect("second response");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let mut config = config();
+    config.keep_alive_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let received = read_until_closed(&mut socket).await;
+    assert!(received.starts_with(b"HTTP/1.1 200"));
+    let label = "ssegate_connection_timeouts_total{deadline=\"keep_alive\"}";
+    assert_eq!(metric(server.addr, label).await, 1.0);
+}
+
+#[tokio::test]
+async fn an_open_stream_outlives_every_read_deadline() {
+    let mut config = short_deadlines();
+    config.keep_alive_timeout = Duration::from_millis(300);
+    config.heartbeat_interval = Duration::from_millis(200);
+    let server = TestServer::start(config).await;
+    let mut subscriber = Subscriber::open(&server, "/subscribe/long", None).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    publish(&server, "long", "still streaming").await;
+    assert_eq!(subscriber.next().await.data, "still streaming");
+}
+
+#[tokio::test]
+async fn http2_by_prior_knowledge_subscribes_and_publishes() {
+    let server = TestServer::start(config()).await;
+    let h2 = h2_client();
+    let mut first = Subscriber::open_with(&h2, &server.url("/subscribe/h2"), None).await;
+    let mut second =
+        Subscriber::open_with(&h2, &server.url("/subscribe?topic=h2&topic=other"), None).await;
+    assert_eq!(first.version, reqwest::Version::HTTP_2);
+    assert_eq!(first.response_headers["content-type"], "text/event-stream");
+    let reply = common::publish_to(&h2, &server.url("/publish/h2"), "over h2").await;
+    assert_eq!(reply.subscribers, 2);
+    assert_eq!(first.next().await.data, "over h2");
+    assert_eq!(second.next().await.data, "over h2");
+    assert_eq!(
+        metric(server.addr, "ssegate_connections").await,
+        2.0,
+        "one h2 connection + the scrape"
+    );
+}

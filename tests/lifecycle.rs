@@ -1,0 +1,238 @@
+//! The real binary: graceful shutdown on SIGTERM/SIGINT, restarts, the
+//! operations endpoints, and configuration errors.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{ServerProcess, Subscriber, client, h2_client, publish_to};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_finishes_publishes_and_exits_zero() {
+    let mut server = ServerProcess::start(&["--shutdown-timeout", "10s"]);
+    let mut h1 = Subscriber::open_with(&client(), &server.url("/subscribe/s"), None).await;
+    let mut h2 = Subscriber::open_with(&h2_client(), &server.url("/subscribe/s"), None).await;
+
+    // A publish whose body is still on its way when the signal arrives.
+    let mut publisher = TcpStream::connect(server.addr).await.expect("connect");
+    publisher
+        .write_all(b"POST /publish/s HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+        .await
+        .expect("first half");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    server.signal(libc::SIGTERM);
+    assert!(
+        h1.next_or_end().await.is_none(),
+        "the HTTP/1.1 stream ends cleanly"
+    );
+    assert!(
+        h2.next_or_end().await.is_none(),
+        "the HTTP/2 stream ends cleanly"
+    );
+
+    publisher.write_all(b"world").await.expect("second half");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(common::PATIENCE, publisher.read_to_end(&mut response))
+        .await
+        .expect("the in-flight publish is answered");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"topic\":\"s\""), "{response}");
+
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", server.log_text());
+    let log = server.log_text();
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(log.contains("shutdown complete"), "{log}");
+}
+
+#[tokio::test]
+async fn sigint_also_shuts_down_cleanly() {
+    let mut server = ServerProcess::start(&[]);
+    let mut subscriber = Subscriber::open_with(&client(), &server.url("/subscribe/s"), None).await;
+    server.signal(libc::SIGINT);
+    assert!(subscriber.next_or_end().await.is_none());
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+#[tokio::test]
+async fn after_a_restart_an_old_id_gets_a_gap() {
+    let mut first = ServerProcess::start(&[]);
+    let old_id = publish_to(&client(), &first.url("/publish/r"), "before")
+        .await
+        .id;
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait_exit().code(), Some(0));
+
+    let second = ServerProcess::start(&[]);
+    publish_to(&client(), &second.url("/publish/r"), "after").await;
+    let mut subscriber =
+        Subscriber::open_with(&client(), &second.url("/subscribe/r"), Some(&old_id)).await;
+    let gap = subscriber.next().await;
+    assert_eq!(gap.event, "gap");
+    assert_eq!(gap.data, format!("{{\"last_event_id\":\"{old_id}\"}}"));
+    assert_eq!(subscriber.next().await.data, "after");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let server = ServerProcess::start(&[]);
+    let client = client();
+    let healthz = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(healthz.status(), 200);
+    let readyz = client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(readyz.status(), 200);
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = metrics.text().await.expect("body");
+    for (name, kind) in [
+        ("ssegate_subscribers", "gauge"),
+        ("ssegate_topics", "gauge"),
+        ("ssegate_events_published_total", "counter"),
+        ("ssegate_events_delivered_total", "counter"),
+        ("ssegate_events_replayed_total", "counter"),
+        ("ssegate_subscribers_dropped_total", "counter"),
+        ("ssegate_publish_duration_seconds", "histogram"),
+        ("process_resident_memory_bytes", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} {kind} missing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn delivery_counters_add_up() {
+    let server = ServerProcess::start(&[]);
+    let mut a = Subscriber::open_with(&client(), &server.url("/subscribe/m"), None).await;
+    let mut b = Subscriber::open_with(&client(), &server.url("/subscribe/m"), None).await;
+    let first = publish_to(&client(), &server.url("/publish/m"), "1").await;
+    publish_to(&client(), &server.url("/publish/m"), "2").await;
+    a.take(2).await;
+    b.take(2).await;
+    let mut replaying =
+        Subscriber::open_with(&client(), &server.url("/subscribe/m"), Some(&first.id)).await;
+    replaying.next().await;
+    assert_eq!(
+        common::metric(server.addr, "ssegate_events_published_total").await,
+        2.0
+    );
+    assert_eq!(
+        common::metric(server.addr, "ssegate_events_delivered_total").await,
+        5.0
+    );
+    assert_eq!(
+        common::metric(server.addr, "ssegate_events_replayed_total").await,
+        1.0
+    );
+    assert_eq!(
+        common::metric(server.addr, "ssegate_subscribers").await,
+        3.0
+    );
+    assert_eq!(
+        common::metric(server.addr, "ssegate_publish_duration_seconds_count").await,
+        2.0
+    );
+}
+
+/// Runs the binary to completion with `args` and `env`.
+fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ssegate"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run ssegate");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_exit_64() {
+    let dir = std::env::temp_dir().join(format!("ssegate-lifecycle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let unknown = dir.join("unknown.toml");
+    std::fs::write(&unknown, "listen = \"127.0.0.1:0\"\nheartbeat = \"5s\"\n").expect("write");
+    let unknown = unknown.to_str().expect("utf-8");
+    for (args, env, expect) in [
+        (vec!["--buffer-ttl", "soon"], vec![], "buffer_ttl"),
+        (vec!["--listen", "nowhere:80"], vec![], "listen"),
+        (
+            vec![],
+            vec![("SSEGATE_WRITE_TIMEOUT", "5")],
+            "SSEGATE_WRITE_TIMEOUT",
+        ),
+        (vec!["--config", unknown], vec![], "unknown key `heartbeat`"),
+        (
+            vec!["--config", "/nonexistent.toml"],
+            vec![],
+            "/nonexistent.toml",
+        ),
+    ] {
+        let (code, _, stderr) = run_binary(&args, &env);
+        assert_eq!(code, Some(64), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(expect), "{stderr:?} lacks {expect:?}");
+        assert!(stderr.starts_with("ssegate: "), "{stderr:?}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
+    }
+    // A malformed command line gets clap's message with usage, and 64 too.
+    let (code, _, stderr) = run_binary(&["--no-such-flag"], &[]);
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("--no-such-flag") && stderr.contains("Usage"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn help_lists_every_key_and_exits_zero() {
+    let (code, stdout, _) = run_binary(&["--help"], &[]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--listen",
+        "--buffer-events",
+        "--heartbeat-interval",
+        "--cors-allowed-origins",
+        "--config",
+    ] {
+        assert!(stdout.contains(flag), "{flag} missing from --help");
+    }
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, _, stderr) = run_binary(&["--listen", &addr], &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,158 @@
+//! Slow subscribers never hurt publishers or other subscribers: one that stops
+//! reading is dropped after `write_timeout`, one that falls behind the buffer
+//! is dropped as lagged (and learns it through a `gap` on resume), and the
+//! server's memory stays bounded whatever is published meanwhile.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{ServerProcess, Subscriber, TestServer, client, config, eventually, metric, publish};
+use socket2::{Domain, Socket, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// A subscriber that sends its request and then never reads a byte, with a
+/// receive buffer as small as the kernel allows.
+async fn stuck_subscriber(addr: SocketAddr, topic: &str) -> TcpStream {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    socket.set_nonblocking(true).expect("nonblocking");
+    let mut stream = TcpStream::from_std(socket.into()).expect("tokio socket");
+    let request = format!("GET /subscribe/{topic} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    stream
+}
+
+fn payload(seq: usize, size: usize) -> String {
+    let head = format!("{seq}:");
+    format!("{head}{}", "x".repeat(size - head.len()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_is_dropped_while_others_get_everything_and_memory_stays_bounded() {
+    const N_EVENTS: usize = 600;
+    const EVENT_BYTES: usize = 60 * 1024;
+    let server = ServerProcess::start(&["--write-timeout", "2s", "--buffer-events", "16"]);
+    let baseline_kib = server.memory_kib("VmRSS");
+    let _stuck = stuck_subscriber(server.addr, "firehose").await;
+    let mut healthy =
+        Subscriber::open_with(&client(), &server.url("/subscribe/firehose"), None).await;
+    eventually("both subscribers are registered", || async {
+        metric(server.addr, "ssegate_subscribers").await == 2.0
+    })
+    .await;
+
+    let publisher = client();
+    let url = server.url("/publish/firehose");
+    for seq in 0..N_EVENTS {
+        common::publish_to(&publisher, &url, payload(seq, EVENT_BYTES)).await;
+        // Lockstep with the healthy reader, so it is never the slow one.
+        let event = healthy.next().await;
+        assert_eq!(
+            event.data.split_once(':').map(|(s, _)| s),
+            Some(seq.to_string().as_str())
+        );
+    }
+
+    eventually("the stuck subscriber is dropped", || async {
+        metric(
+            server.addr,
+            "ssegate_subscribers_dropped_by_reason_total{reason=\"write_timeout\"}",
+        )
+        .await
+            == 1.0
+    })
+    .await;
+    assert_eq!(
+        metric(server.addr, "ssegate_subscribers_dropped_total").await,
+        1.0
+    );
+    assert_eq!(metric(server.addr, "ssegate_subscribers").await, 1.0);
+    let published_mib = (N_EVENTS * EVENT_BYTES) >> 20;
+    let growth_mib = (server.memory_kib("VmHWM").saturating_sub(baseline_kib)) >> 10;
+    eprintln!("peak memory growth: {growth_mib} MiB for {published_mib} MiB published");
+    assert!(
+        growth_mib < 24,
+        "peak memory grew by {growth_mib} MiB while {published_mib} MiB went past a stuck subscriber"
+    );
+    // The healthy subscriber is still live.
+    let reply = common::publish_to(&publisher, &url, "after").await;
+    assert_eq!(reply.subscribers, 1);
+    assert_eq!(healthy.next().await.data, "after");
+    assert!(server.log_text().contains("dropped slow subscriber"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_behind_the_buffer_is_dropped_and_resumes_with_a_gap() {
+    let mut config = config();
+    config.buffer_events = 8;
+    let server = TestServer::start(config).await;
+    let mut lagging = Subscriber::open(&server, "/subscribe/lag", None).await;
+    let mut keeping_up = Subscriber::open(&server, "/subscribe/lag", None).await;
+
+    // The lagging client reads nothing while far more than the socket
+    // buffers and the ring can hold is published.
+    let publisher = client();
+    let url = server.url("/publish/lag");
+    for seq in 0..600 {
+        common::publish_to(&publisher, &url, payload(seq, 32 * 1024)).await;
+        let event = keeping_up.next().await;
+        assert!(event.data.starts_with(&format!("{seq}:")));
+    }
+
+    // It gets what was already on its way, in order, then the stream ends.
+    let mut last_id = None;
+    let mut expected_seq = 0;
+    while let Some(event) = lagging.next_or_end().await {
+        assert!(
+            event.data.starts_with(&format!("{expected_seq}:")),
+            "in order, no gap"
+        );
+        expected_seq += 1;
+        last_id = Some(event.id);
+    }
+    assert!(expected_seq < 600, "it cannot have received everything");
+    assert_eq!(
+        metric(
+            server.addr,
+            "ssegate_subscribers_dropped_by_reason_total{reason=\"lagged\"}"
+        )
+        .await,
+        1.0
+    );
+    // Its EventSource would now reconnect with Last-Event-ID and learn the truth.
+    let last_id = last_id.expect("it received something first");
+    let mut resumed = Subscriber::open(&server, "/subscribe/lag", Some(&last_id)).await;
+    assert_eq!(resumed.next().await.event, "gap");
+    let first_buffered = resumed.next().await;
+    assert!(
+        first_buffered.data.starts_with("592:"),
+        "{}",
+        &first_buffered.data[..8]
+    );
+
+    // The one that kept up never noticed.
+    publish(&server, "lag", "still here").await;
+    assert_eq!(keeping_up.next().await.data, "still here");
+}
+
+#[tokio::test]
+async fn a_publisher_does_not_wait_for_a_stuck_subscriber() {
+    let mut config = config();
+    config.write_timeout = Duration::from_secs(60);
+    let server = TestServer::start(config).await;
+    let _stuck = stuck_subscriber(server.addr, "p").await;
+    eventually("the stuck subscriber is registered", || async {
+        metric(server.addr, "ssegate_subscribers").await == 1.0
+    })
+    .await;
+    // Far more than the stuck socket can absorb; every publish still completes
+    // (a publisher waiting on the subscriber would hang here until PATIENCE).
+    for seq in 0..400 {
+        let reply = publish(&server, "p", payload(seq, 60 * 1024)).await;
+        assert_eq!(reply.subscribers, 1);
+    }
+}

@@ -1,0 +1,100 @@
+//! TLS termination: HTTP/2 negotiated by ALPN, HTTP/1.1 for clients that only
+//! offer it, and a clear start-up error for unusable key material.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::{Subscriber, TestServer, config, publish_to};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+struct Certificate {
+    dir: PathBuf,
+    cert_pem: String,
+}
+
+impl Certificate {
+    fn generate(name: &str) -> Certificate {
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let dir = std::env::temp_dir().join(format!("ssegate-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cert_pem = generated.cert.pem();
+        std::fs::write(dir.join("cert.pem"), &cert_pem).expect("cert");
+        std::fs::write(dir.join("key.pem"), generated.signing_key.serialize_pem()).expect("key");
+        Certificate { dir, cert_pem }
+    }
+}
+
+impl Drop for Certificate {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// A client trusting `cert` that offers `alpn` and resolves `localhost` to `addr`.
+fn tls_client(cert: &Certificate, alpn: &[&[u8]], addr: SocketAddr) -> reqwest::Client {
+    let mut roots = RootCertStore::empty();
+    let der =
+        rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).expect("pem");
+    roots.add(der).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .resolve("localhost", addr)
+        .build()
+        .expect("client")
+}
+
+async fn tls_server(cert: &Certificate) -> TestServer {
+    let mut config = config();
+    config.tls_cert = Some(cert.dir.join("cert.pem"));
+    config.tls_key = Some(cert.dir.join("key.pem"));
+    TestServer::start(config).await
+}
+
+#[tokio::test]
+async fn alpn_negotiates_http2_and_falls_back_to_http1() {
+    let cert = Certificate::generate("alpn");
+    let server = tls_server(&cert).await;
+    let url = |path: &str| format!("https://localhost:{}{path}", server.addr.port());
+
+    let h2 = tls_client(&cert, &[b"h2", b"http/1.1"], server.addr);
+    let mut over_h2 = Subscriber::open_with(&h2, &url("/subscribe/secure"), None).await;
+    assert_eq!(over_h2.version, reqwest::Version::HTTP_2);
+
+    let h1 = tls_client(&cert, &[b"http/1.1"], server.addr);
+    let mut over_h1 = Subscriber::open_with(&h1, &url("/subscribe/secure"), None).await;
+    assert_eq!(over_h1.version, reqwest::Version::HTTP_11);
+
+    let reply = publish_to(&h1, &url("/publish/secure"), "encrypted").await;
+    assert_eq!(reply.subscribers, 2);
+    assert_eq!(over_h2.next().await.data, "encrypted");
+    assert_eq!(over_h1.next().await.data, "encrypted");
+}
+
+#[tokio::test]
+async fn unusable_key_material_stops_start_up_with_the_file_named() {
+    let cert = Certificate::generate("bad");
+    std::fs::write(cert.dir.join("key.pem"), "not a key").expect("overwrite");
+    let mut config = config();
+    config.tls_cert = Some(cert.dir.join("cert.pem"));
+    config.tls_key = Some(cert.dir.join("key.pem"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let err = ssegate::run(listener, config, std::future::pending())
+        .await
+        .expect_err("start-up must fail");
+    assert!(err.to_string().contains("key.pem"), "{err}");
+}
