@@ -129,6 +129,26 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_key_with_its_default() {
+        let readme = include_str!("../../README.md");
+        for key in KEYS {
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}` |", key.name)))
+                .unwrap_or_else(|| panic!("README has no row for {}", key.name));
+            let documented_default = match key.default {
+                "" => row.contains("| unset |") || row.contains("| empty |"),
+                default => row.contains(&format!("| `{default}` |")),
+            };
+            assert!(
+                documented_default,
+                "README row of {} lacks its default: {row}",
+                key.name
+            );
+        }
+    }
+
+    #[test]
     fn the_documented_file_holds_every_key_at_its_default() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ssegate.toml");
         let text = std::fs::read_to_string(path).expect("config/ssegate.toml");
