@@ -41,6 +41,7 @@ pub enum ApiError {
     OriginNotAllowed,
     TopicLimit,
     SubscriberLimit,
+    BufferFull,
     ShuttingDown,
 }
 
@@ -69,15 +70,19 @@ impl ApiError {
             ApiError::BodyTimeout => 408,
             ApiError::Unauthorized => 401,
             ApiError::OriginNotAllowed => 403,
-            ApiError::TopicLimit | ApiError::SubscriberLimit | ApiError::ShuttingDown => 503,
+            ApiError::TopicLimit
+            | ApiError::SubscriberLimit
+            | ApiError::BufferFull
+            | ApiError::ShuttingDown => 503,
         }
     }
 
     pub fn fault(&self) -> Fault {
         match self {
-            ApiError::TopicLimit | ApiError::SubscriberLimit | ApiError::ShuttingDown => {
-                Fault::Capacity
-            }
+            ApiError::TopicLimit
+            | ApiError::SubscriberLimit
+            | ApiError::BufferFull
+            | ApiError::ShuttingDown => Fault::Capacity,
             _ => Fault::Client,
         }
     }
@@ -85,9 +90,10 @@ impl ApiError {
     /// Whether the response should carry `Retry-After`.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            ApiError::SubscriberLimit | ApiError::TopicLimit | ApiError::ShuttingDown => {
-                Some(RETRY_AFTER_SECS)
-            }
+            ApiError::SubscriberLimit
+            | ApiError::TopicLimit
+            | ApiError::BufferFull
+            | ApiError::ShuttingDown => Some(RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -130,12 +136,26 @@ impl fmt::Display for ApiError {
             ApiError::SubscriberLimit => {
                 f.write_str("subscriber limit reached (max_subscribers); try later")
             }
+            ApiError::BufferFull => {
+                f.write_str("buffer memory limit reached (max_buffered_bytes); try later")
+            }
             ApiError::ShuttingDown => f.write_str("shutting down; reconnect elsewhere"),
         }
     }
 }
 
 impl std::error::Error for ApiError {}
+
+impl From<crate::registry::LimitReached> for ApiError {
+    fn from(limit: crate::registry::LimitReached) -> ApiError {
+        use crate::registry::LimitReached;
+        match limit {
+            LimitReached::Topics => ApiError::TopicLimit,
+            LimitReached::Subscribers => ApiError::SubscriberLimit,
+            LimitReached::BufferedBytes => ApiError::BufferFull,
+        }
+    }
+}
 
 impl From<InvalidTopic> for ApiError {
     fn from(invalid: InvalidTopic) -> ApiError {

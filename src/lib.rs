@@ -13,7 +13,8 @@
 //! - `io`, `connection`: per-connection deadlines and bookkeeping.
 //! - `http`: routing and the handlers; the only module besides `server` that
 //!   knows hyper.
-//! - `registry`: all topics, the id sequence, limits; the single publish path.
+//! - `registry`: all topics, the id sequence, limits; the single publish path;
+//!   `graveyard` remembers removed topics' floors.
 //! - `subscription`: a subscriber's cursor and how it reads its topics.
 //! - `topic`: one topic's ring buffer and waiting subscribers.
 //! - `sse`: the wire format and the subscriber stream.
@@ -22,6 +23,7 @@
 pub mod config;
 mod connection;
 mod error;
+mod graveyard;
 mod http;
 mod id;
 mod io;

@@ -34,6 +34,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    match &loaded.file {
+        Some(path) => tracing::info!(file = %path.display(), "configuration loaded"),
+        None => tracing::info!("no configuration file; embedded defaults"),
+    }
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }

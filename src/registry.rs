@@ -10,25 +10,29 @@
 //! `Arc<Topic>` out of it, so nothing awaits while holding either.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::time::Instant;
 
+use crate::graveyard::Graveyard;
 use crate::id::{ID_LEN, MAX_RESUME_ID_BYTES, RunEpoch, Sequence};
 use crate::metrics::Metrics;
 use crate::sse::encode::event_template;
-use crate::subscription::{Subscribed, Subscription};
+use crate::subscription::{Start, Subscribed, Subscription};
+use crate::topic::budget::BufferPolicy;
 use crate::topic::name::TopicName;
-use crate::topic::{Sweep, Topic};
+use crate::topic::{AppendError, Retired, Topic};
 
 /// The registry's share of the configuration.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub buffer_events: usize,
+    pub buffer_bytes: usize,
     pub buffer_ttl: Duration,
+    pub max_buffered_bytes: usize,
     pub max_topics: usize,
     pub max_subscribers: usize,
 }
@@ -38,6 +42,8 @@ pub struct Limits {
 pub enum LimitReached {
     Topics,
     Subscribers,
+    /// `max_buffered_bytes`: all rings together are full.
+    BufferedBytes,
 }
 
 /// What `publish` tells the publisher.
@@ -47,35 +53,34 @@ pub struct Published {
     pub n_subscribers: usize,
 }
 
-/// A new subscription and, when its resume id could not be honoured exactly,
-/// that id (lossily decoded), to be echoed in a `gap` event.
-pub struct NewSubscription {
-    pub subscription: Subscription,
-    pub gap_for: Option<String>,
-}
-
 pub struct Registry {
     topics: DashMap<TopicName, Arc<Topic>>,
     sequence: Sequence,
     limits: Limits,
+    policy: Arc<BufferPolicy>,
     n_topics: AtomicUsize,
     n_subscribers: AtomicUsize,
-    /// The highest sequence number ever covered by a topic the sweeper
-    /// removed. A topic created later may be a removed one reborn, so its ring
-    /// starts with this floor and cannot vouch for anything at or below it.
-    removed_high_water: AtomicU64,
+    /// Floors for topics that come back after being removed.
+    graveyard: Graveyard,
     metrics: Arc<Metrics>,
 }
 
 impl Registry {
     pub fn new(limits: Limits, epoch: RunEpoch, metrics: Arc<Metrics>) -> Registry {
+        let policy = BufferPolicy::new(
+            limits.buffer_events,
+            limits.buffer_bytes,
+            limits.buffer_ttl,
+            limits.max_buffered_bytes,
+        );
         Registry {
             topics: DashMap::new(),
             sequence: Sequence::new(epoch),
+            policy: Arc::new(policy),
             limits,
             n_topics: AtomicUsize::new(0),
             n_subscribers: AtomicUsize::new(0),
-            removed_high_water: AtomicU64::new(0),
+            graveyard: Graveyard::default(),
             metrics,
         }
     }
@@ -98,16 +103,17 @@ impl Registry {
             // Encoded before the topic lock is taken; only the id is patched
             // in under it.
             let template = event_template(ID_LEN, event_type, data);
-            let now = Instant::now();
-            // `Removed`: swept between lookup and lock, so look the name up again.
-            if let Ok(appended) =
-                topic.append(&self.sequence, template, now, self.limits.buffer_ttl)
-            {
-                self.metrics.event_published(started.elapsed());
-                return Ok(Published {
-                    id: self.sequence.epoch().format(appended.seq),
-                    n_subscribers: appended.n_subscribers,
-                });
+            match topic.append(&self.sequence, template, Instant::now()) {
+                Ok(appended) => {
+                    self.metrics.event_published(started.elapsed());
+                    return Ok(Published {
+                        id: self.sequence.epoch().format(appended.seq),
+                        n_subscribers: appended.n_subscribers,
+                    });
+                }
+                Err(AppendError::OverBudget) => return Err(LimitReached::BufferedBytes),
+                // Removed between lookup and lock: look the name up again.
+                Err(AppendError::Removed) => {}
             }
         }
     }
@@ -118,17 +124,21 @@ impl Registry {
         self: &Arc<Self>,
         names: &[TopicName],
         resume_id: Option<&[u8]>,
-    ) -> Result<NewSubscription, LimitReached> {
+    ) -> Result<Subscription, LimitReached> {
         self.reserve_subscriber()?;
         // From here on, `Subscription::drop` releases the reservation and
         // unregisters, whichever way this function returns.
         let mut subscription = Subscription::new(Arc::clone(self));
+        // Loaded before registering: every event the subscription is counted
+        // for in a publish reply (appended after registration) is past `head`
+        // and so is delivered.
+        let head = self.sequence.last();
         let now = Instant::now();
         let mut max_floor = 0;
         for name in names {
             let (topic, registration) = loop {
                 let topic = self.topic(name, now)?;
-                if let Ok(registration) = topic.register(now, self.limits.buffer_ttl) {
+                if let Ok(registration) = topic.register(now) {
                     break (topic, registration);
                 }
             };
@@ -138,31 +148,48 @@ impl Registry {
                 key: registration.key,
             });
         }
-        let head = self.sequence.last();
         let resume = resume_id.filter(|raw| !raw.is_empty());
-        let gap_for = match resume.map(|raw| (raw, self.resumable_seq(raw, head))) {
-            None => {
-                subscription.start_live(head);
-                None
-            }
-            Some((_, Some(seq))) if max_floor <= seq => {
-                subscription.start_after(seq, seq, head);
-                None
-            }
-            Some((raw, Some(seq))) => {
-                subscription.start_after(seq, max_floor, head);
-                Some(String::from_utf8_lossy(raw).into_owned())
-            }
-            Some((raw, None)) => {
-                subscription.start_after(0, max_floor, head);
-                Some(String::from_utf8_lossy(raw).into_owned())
+        let start = match resume {
+            None => Start {
+                cursor: head,
+                acknowledged_floor: head,
+                replay_through: head,
+                resume_id: String::new(),
+                gap: false,
+            },
+            Some(raw) => {
+                let resume_id = String::from_utf8_lossy(raw).into_owned();
+                match self.resumable_seq(raw, head) {
+                    // Exact: nothing after `seq` was lost in any topic.
+                    Some(seq) if max_floor <= seq => Start {
+                        cursor: seq,
+                        acknowledged_floor: seq,
+                        replay_through: head,
+                        resume_id,
+                        gap: false,
+                    },
+                    // Some topic lost events after `seq`: gap, then what is left.
+                    Some(seq) => Start {
+                        cursor: seq,
+                        acknowledged_floor: max_floor,
+                        replay_through: head,
+                        resume_id,
+                        gap: true,
+                    },
+                    // Not an id of this run: gap, then everything buffered.
+                    None => Start {
+                        cursor: 0,
+                        acknowledged_floor: max_floor,
+                        replay_through: head,
+                        resume_id,
+                        gap: true,
+                    },
+                }
             }
         };
+        subscription.start(start);
         self.metrics.subscriber_opened();
-        Ok(NewSubscription {
-            subscription,
-            gap_for,
-        })
+        Ok(subscription)
     }
 
     /// The sequence number to resume after, if `raw` is an id this run made
@@ -191,12 +218,12 @@ impl Registry {
                 Ok(Arc::clone(entry.get()))
             }
             Entry::Vacant(entry) => {
-                // Read under the shard lock, which the sweeper also holds when
-                // it removes this name and raises the mark.
-                let floor = self.removed_high_water.load(Ordering::Acquire);
+                // Under the shard lock, which is also held whenever this name
+                // is removed and buried.
+                let floor = self.graveyard.exhume(name);
                 let topic = Arc::new(Topic::new(
                     name.clone(),
-                    self.limits.buffer_events,
+                    Arc::clone(&self.policy),
                     floor,
                     now,
                 ));
@@ -229,19 +256,38 @@ impl Registry {
     /// a subscriber nor an event for `buffer_ttl`. Returns how many went.
     pub fn sweep(&self, now: Instant) -> usize {
         let mut n_removed = 0;
-        self.topics
-            .retain(|_, topic| match topic.sweep(now, self.limits.buffer_ttl) {
-                Sweep::Keep => true,
-                Sweep::Remove { high_water } => {
-                    self.removed_high_water
-                        .fetch_max(high_water, Ordering::AcqRel);
-                    self.n_topics.fetch_sub(1, Ordering::AcqRel);
-                    self.metrics.topic_removed();
-                    n_removed += 1;
-                    false
-                }
-            });
+        self.topics.retain(|name, topic| match topic.sweep(now) {
+            None => true,
+            Some(retired) => {
+                self.forget(name, retired, now);
+                n_removed += 1;
+                false
+            }
+        });
+        self.graveyard.sweep(self.limits.max_topics);
         n_removed
+    }
+
+    /// Removes `topic` if it never had an event and its last subscriber has
+    /// just left (see `Topic::retire_unused`).
+    pub(crate) fn remove_if_unused(&self, topic: &Arc<Topic>) {
+        let now = Instant::now();
+        self.topics.remove_if(topic.name(), |name, current| {
+            // The same topic, not a successor of the same name.
+            let retired = Arc::ptr_eq(current, topic)
+                .then(|| current.retire_unused())
+                .flatten();
+            retired
+                .inspect(|&retired| self.forget(name, retired, now))
+                .is_some()
+        });
+    }
+
+    /// Bookkeeping for a topic leaving the map; runs under its shard lock.
+    fn forget(&self, name: &TopicName, retired: Retired, now: Instant) {
+        self.graveyard.bury(name, retired.high_water, now);
+        self.n_topics.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.topic_removed();
     }
 
     /// Wakes every parked subscriber so that it notices shutdown.
@@ -253,9 +299,7 @@ impl Registry {
     /// Total events and bytes buffered across topics, for `/metrics`.
     pub fn buffered(&self) -> (usize, usize) {
         let topics: Vec<Arc<Topic>> = self.topics.iter().map(|t| Arc::clone(&t)).collect();
-        topics
-            .iter()
-            .map(|topic| topic.buffered())
-            .fold((0, 0), |acc, (n, b)| (acc.0 + n, acc.1 + b))
+        let n_events = topics.iter().map(|topic| topic.buffered().0).sum();
+        (n_events, self.policy.total_bytes())
     }
 }

@@ -91,7 +91,9 @@ pub(crate) fn app_state(config: Config, shutdown: Shutdown) -> AppState {
     let metrics = Arc::new(Metrics::new());
     let limits = Limits {
         buffer_events: config.buffer_events,
+        buffer_bytes: config.buffer_bytes,
         buffer_ttl: config.buffer_ttl,
+        max_buffered_bytes: config.max_buffered_bytes,
         max_topics: config.max_topics,
         max_subscribers: config.max_subscribers,
     };
@@ -191,7 +193,7 @@ impl Acceptor<'_> {
 
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let config = &self.state.config;
-        configure_socket(&stream, config.tcp_keepalive);
+        configure_socket(&stream, config);
         let connection = ConnectionState::new();
         let deadlines = Deadlines {
             first_request: config.first_request_timeout,
@@ -250,16 +252,25 @@ async fn serve_connection<T>(
     }
 }
 
-fn configure_socket(stream: &TcpStream, keepalive: Duration) {
+fn configure_socket(stream: &TcpStream, config: &Config) {
     // Events are written as soon as they exist; Nagle would only add delay.
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(cause = %err, "cannot set TCP_NODELAY");
     }
+    let socket = socket2::SockRef::from(stream);
     let keepalive = socket2::TcpKeepalive::new()
-        .with_time(keepalive)
-        .with_interval(keepalive.min(Duration::from_secs(10)));
-    if let Err(err) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        .with_time(config.tcp_keepalive)
+        .with_interval(config.tcp_keepalive.min(Duration::from_secs(10)));
+    if let Err(err) = socket.set_tcp_keepalive(&keepalive) {
         tracing::debug!(cause = %err, "cannot enable TCP keepalive");
+    }
+    // A peer that vanished without FIN or RST leaves heartbeats unacknowledged
+    // in the send buffer, which never fills and suspends keepalive probes:
+    // only this bounds how long such a subscriber is kept (about one
+    // heartbeat plus `write_timeout`, instead of the kernel's ~15 minutes).
+    #[cfg(target_os = "linux")]
+    if let Err(err) = socket.set_tcp_user_timeout(Some(config.write_timeout)) {
+        tracing::debug!(cause = %err, "cannot set TCP_USER_TIMEOUT");
     }
 }
 

@@ -16,7 +16,7 @@
 //! subscriber is behind for good once a floor passes both its cursor and the
 //! floor it already acknowledged with a `gap`.
 //!
-//! Knows nothing about HTTP; `sse::body` turns batches into a response body.
+//! Knows nothing about HTTP; `sse::stream` turns batches into a response body.
 
 use std::sync::Arc;
 use std::task::Waker;
@@ -26,7 +26,6 @@ use tokio::time::Instant;
 
 use crate::registry::Registry;
 use crate::topic::Topic;
-use crate::topic::ring::Ring;
 
 /// One topic of a subscription and the subscriber's waiter slot on it.
 pub struct Subscribed {
@@ -54,15 +53,60 @@ pub enum Batch {
 pub struct Subscription {
     registry: Arc<Registry>,
     topics: Vec<Subscribed>,
+    position: Position,
+    /// Whether the subscription made it into the gauges (see `Registry::subscribe`).
+    opened: bool,
+}
+
+/// Where a subscription starts, decided by `Registry::subscribe`.
+#[derive(Debug, Clone)]
+pub(crate) struct Start {
+    pub cursor: u64,
+    pub acknowledged_floor: u64,
+    pub replay_through: u64,
+    /// The id the client resumed from (empty for none), echoed by `gap`.
+    pub resume_id: String,
+    /// Whether the stream must open with a `gap` event.
+    pub gap: bool,
+}
+
+/// How far a subscription has been served, and what it was told.
+#[derive(Debug, Default)]
+struct Position {
     /// Every event of these topics with `seq <= cursor` has been served (or
     /// was published before the subscription and not asked for).
     cursor: u64,
-    /// Losses up to here were already reported with a `gap` event.
+    /// Losses up to here are reported by the opening `gap` event.
     acknowledged_floor: u64,
     /// Events up to here were published before the subscription started.
     replay_through: u64,
-    /// Whether the subscription made it into the gauges (see `Registry::subscribe`).
-    opened: bool,
+    resume_id: String,
+    gap_pending: bool,
+    /// The stream has written its opening (`retry:` and any `gap`); from
+    /// then on a new loss ends the stream instead of joining the `gap`.
+    opened_stream: bool,
+}
+
+impl Position {
+    /// Whether a ring with this floor has lost events the subscriber needs
+    /// and the stream must end. Losses found before the stream's first write
+    /// join its opening `gap` instead: the client has not been told anything
+    /// yet, so it can still be told the truth without a reconnect.
+    fn must_drop(&mut self, floor: u64) -> bool {
+        if floor <= self.cursor.max(self.acknowledged_floor) {
+            return false;
+        }
+        if self.opened_stream {
+            return true;
+        }
+        self.acknowledged_floor = floor;
+        self.gap_pending = true;
+        false
+    }
+
+    fn is_replay(&self, seq: u64) -> bool {
+        seq <= self.replay_through
+    }
 }
 
 impl Subscription {
@@ -72,9 +116,7 @@ impl Subscription {
         Subscription {
             registry,
             topics: Vec::with_capacity(1),
-            cursor: 0,
-            acknowledged_floor: 0,
-            replay_through: 0,
+            position: Position::default(),
             opened: false,
         }
     }
@@ -83,18 +125,27 @@ impl Subscription {
         self.topics.push(subscribed);
     }
 
-    /// Starts at the head: only events published from now on.
-    pub(crate) fn start_live(&mut self, head: u64) {
-        self.start_after(head, head, head);
+    pub(crate) fn start(&mut self, start: Start) {
+        self.position = Position {
+            cursor: start.cursor,
+            acknowledged_floor: start.acknowledged_floor,
+            replay_through: start.replay_through,
+            resume_id: start.resume_id,
+            gap_pending: start.gap,
+            opened_stream: false,
+        };
+        self.opened = true;
     }
 
-    /// Starts after `cursor`, with losses up to `acknowledged_floor` already
-    /// reported; events up to `head` count as replayed.
-    pub(crate) fn start_after(&mut self, cursor: u64, acknowledged_floor: u64, head: u64) {
-        self.cursor = cursor;
-        self.acknowledged_floor = acknowledged_floor;
-        self.replay_through = head;
-        self.opened = true;
+    /// Called once, when the stream writes its first bytes: the resume id to
+    /// report in a `gap` event, if the stream must open with one.
+    pub fn take_opening_gap(&mut self) -> Option<String> {
+        let position = &mut self.position;
+        position.opened_stream = true;
+        match std::mem::take(&mut position.gap_pending) {
+            true => Some(std::mem::take(&mut position.resume_id)),
+            false => None,
+        }
     }
 
     /// The topics, for logs.
@@ -114,32 +165,31 @@ impl Subscription {
         }
     }
 
-    fn is_lost(&self, ring: &Ring) -> bool {
-        ring.floor() > self.cursor.max(self.acknowledged_floor)
-    }
-
     /// One topic: its ring is already in publish order, no merge needed.
     fn next_batch_single(&mut self, waker: &Waker, max_bytes: usize) -> Batch {
-        let subscribed = &self.topics[0];
+        let Subscription {
+            topics, position, ..
+        } = self;
+        let subscribed = &topics[0];
         let mut view = subscribed.topic.view();
-        if self.is_lost(view.ring()) {
+        if position.must_drop(view.ring().floor()) {
             return Batch::Lagged;
         }
-        let (mut n_events, mut n_bytes, mut last_seq) = (0, 0, self.cursor);
-        let mut n_replayed = 0;
-        for event in view.ring().after(self.cursor) {
+        let cursor = position.cursor;
+        let (mut n_events, mut n_bytes, mut last_seq, mut n_replayed) = (0, 0, cursor, 0);
+        for event in view.ring().after(cursor) {
             if n_events > 0 && n_bytes + event.frame.len() > max_bytes {
                 break;
             }
             (n_events, n_bytes, last_seq) = (n_events + 1, n_bytes + event.frame.len(), event.seq);
-            n_replayed += usize::from(event.seq <= self.replay_through);
+            n_replayed += usize::from(position.is_replay(event.seq));
         }
         if n_events == 0 {
             view.park(subscribed.key, waker);
             return Batch::Idle;
         }
         let frames = {
-            let mut chosen = view.ring().after(self.cursor).take(n_events);
+            let mut chosen = view.ring().after(cursor).take(n_events);
             if n_events == 1 {
                 // One event: share the published frame itself, no copy.
                 chosen
@@ -153,7 +203,7 @@ impl Subscription {
             }
         };
         drop(view);
-        self.cursor = last_seq;
+        position.cursor = last_seq;
         Batch::Events {
             frames,
             n_events,
@@ -163,19 +213,25 @@ impl Subscription {
 
     /// Several topics: collect up to `upto` from each, merge by sequence.
     fn next_batch_merged(&mut self, waker: &Waker, max_bytes: usize) -> Batch {
+        let Subscription {
+            registry,
+            topics,
+            position,
+            ..
+        } = self;
         loop {
-            let upto = self.registry.sequence().last();
+            let upto = registry.sequence().last();
             let mut collected: Vec<(u64, Bytes)> = Vec::new();
             // Every event with `seq <= limit` of every topic is in `collected`.
             let mut limit = upto;
             let mut newer_than_upto = false;
-            for subscribed in &self.topics {
+            for subscribed in topics.iter() {
                 let mut view = subscribed.topic.view();
-                if self.is_lost(view.ring()) {
+                if position.must_drop(view.ring().floor()) {
                     return Batch::Lagged;
                 }
                 let (mut n_bytes, mut n_taken) = (0, 0);
-                for event in view.ring().after(self.cursor) {
+                for event in view.ring().after(position.cursor) {
                     if event.seq > upto {
                         newer_than_upto = true;
                         break;
@@ -196,32 +252,39 @@ impl Subscription {
                     // Published between loading `upto` and locking: go again.
                     continue;
                 }
-                self.cursor = self.cursor.max(upto);
+                position.cursor = position.cursor.max(upto);
                 return Batch::Idle;
             }
             collected.sort_unstable_by_key(|(seq, _)| *seq);
-            return self.take_merged(collected, limit, max_bytes);
+            return take_merged(position, collected, limit, max_bytes);
         }
     }
+}
 
-    fn take_merged(&mut self, collected: Vec<(u64, Bytes)>, limit: u64, max_bytes: usize) -> Batch {
-        let mut buf = BytesMut::new();
-        let (mut n_events, mut n_replayed, mut last_seq, mut cut) = (0, 0, self.cursor, false);
-        for (seq, frame) in collected.iter().filter(|(seq, _)| *seq <= limit) {
-            if n_events > 0 && buf.len() + frame.len() > max_bytes {
-                cut = true;
-                break;
-            }
-            buf.extend_from_slice(frame);
-            (n_events, last_seq) = (n_events + 1, *seq);
-            n_replayed += usize::from(*seq <= self.replay_through);
+/// Writes the merged events up to `limit` into one chunk of at most
+/// `max_bytes` (at least one event) and advances the cursor past them.
+fn take_merged(
+    position: &mut Position,
+    collected: Vec<(u64, Bytes)>,
+    limit: u64,
+    max_bytes: usize,
+) -> Batch {
+    let mut buf = BytesMut::new();
+    let (mut n_events, mut n_replayed, mut last_seq, mut cut) = (0, 0, position.cursor, false);
+    for (seq, frame) in collected.iter().filter(|(seq, _)| *seq <= limit) {
+        if n_events > 0 && buf.len() + frame.len() > max_bytes {
+            cut = true;
+            break;
         }
-        self.cursor = if cut { last_seq } else { limit };
-        Batch::Events {
-            frames: buf.freeze(),
-            n_events,
-            n_replayed,
-        }
+        buf.extend_from_slice(frame);
+        (n_events, last_seq) = (n_events + 1, *seq);
+        n_replayed += usize::from(position.is_replay(*seq));
+    }
+    position.cursor = if cut { last_seq } else { limit };
+    Batch::Events {
+        frames: buf.freeze(),
+        n_events,
+        n_replayed,
     }
 }
 
@@ -229,8 +292,124 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         let now = Instant::now();
         for subscribed in &self.topics {
-            subscribed.topic.unregister(subscribed.key, now);
+            if subscribed.topic.unregister(subscribed.key, now) {
+                self.registry.remove_if_unused(&subscribed.topic);
+            }
         }
         self.registry.release_subscriber(self.opened);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::id::RunEpoch;
+    use crate::metrics::Metrics;
+    use crate::registry::Limits;
+    use crate::topic::name::TopicName;
+
+    fn registry(buffer_events: usize) -> Arc<Registry> {
+        let limits = Limits {
+            buffer_events,
+            buffer_bytes: usize::MAX,
+            buffer_ttl: Duration::from_secs(300),
+            max_buffered_bytes: usize::MAX,
+            max_topics: 10,
+            max_subscribers: 10,
+        };
+        Arc::new(Registry::new(
+            limits,
+            RunEpoch::from_raw(7),
+            Arc::new(Metrics::new()),
+        ))
+    }
+
+    fn publish(registry: &Registry, topic: &TopicName, body: &str) -> String {
+        let published = registry.publish(topic, None, body).expect("publish");
+        String::from_utf8_lossy(&published.id).into_owned()
+    }
+
+    fn n_events(batch: Batch) -> usize {
+        match batch {
+            Batch::Events { n_events, .. } => n_events,
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_loss_before_the_first_write_joins_the_opening_gap_and_a_later_one_ends_the_stream() {
+        let registry = registry(2);
+        let topic = TopicName::parse("t").expect("topic");
+        let first = publish(&registry, &topic, "1");
+        let mut subscription = registry
+            .subscribe(std::slice::from_ref(&topic), Some(first.as_bytes()))
+            .expect("subscribe");
+        // Exact at subscribe time; then "2" is evicted before the first read.
+        for body in ["2", "3", "4"] {
+            publish(&registry, &topic, body);
+        }
+        assert_eq!(n_events(subscription.next_batch(Waker::noop(), 1 << 20)), 2);
+        assert_eq!(subscription.take_opening_gap(), Some(first));
+        for body in ["5", "6", "7"] {
+            publish(&registry, &topic, body);
+        }
+        assert!(matches!(
+            subscription.next_batch(Waker::noop(), 1 << 20),
+            Batch::Lagged
+        ));
+    }
+
+    #[test]
+    fn an_exact_resume_opens_without_a_gap() {
+        let registry = registry(4);
+        let topic = TopicName::parse("t").expect("topic");
+        let first = publish(&registry, &topic, "1");
+        publish(&registry, &topic, "2");
+        let mut subscription = registry
+            .subscribe(std::slice::from_ref(&topic), Some(first.as_bytes()))
+            .expect("subscribe");
+        assert_eq!(n_events(subscription.next_batch(Waker::noop(), 1 << 20)), 1);
+        assert_eq!(subscription.take_opening_gap(), None);
+        assert!(matches!(
+            subscription.next_batch(Waker::noop(), 1 << 20),
+            Batch::Idle
+        ));
+    }
+
+    #[test]
+    fn merged_batches_respect_the_byte_budget_and_keep_order() {
+        let registry = registry(16);
+        let (a, b) = (
+            TopicName::parse("a").expect("a"),
+            TopicName::parse("b").expect("b"),
+        );
+        let start = publish(&registry, &a, "start");
+        for i in 0..6 {
+            publish(&registry, if i % 2 == 0 { &a } else { &b }, &format!("{i}"));
+        }
+        let mut subscription = registry
+            .subscribe(&[a, b], Some(start.as_bytes()))
+            .expect("subscribe");
+        let frame_len = crate::sse::encode::event_frame(&start, None, "0").len();
+        let mut seen = String::new();
+        loop {
+            match subscription.next_batch(Waker::noop(), 2 * frame_len) {
+                Batch::Events {
+                    frames, n_events, ..
+                } => {
+                    assert!(n_events <= 2, "budget of two frames");
+                    seen.push_str(&String::from_utf8_lossy(&frames));
+                }
+                Batch::Idle => break,
+                Batch::Lagged => panic!("nothing was evicted"),
+            }
+        }
+        let data: Vec<&str> = seen
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect();
+        assert_eq!(data, ["0", "1", "2", "3", "4", "5"]);
     }
 }

@@ -98,3 +98,28 @@ async fn idle_topics_are_removed_after_buffer_ttl() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_topic_that_only_had_subscribers_goes_with_the_last_of_them() {
+    // The default buffer_ttl of 300 s: only the unused-topic path can be quick.
+    let server = TestServer::start(config()).await;
+    let first = Subscriber::open(&server, "/subscribe?topic=lonely&topic=kept", None).await;
+    let second = Subscriber::open(&server, "/subscribe/lonely", None).await;
+    publish(&server, "kept", "x").await;
+    assert_eq!(metric(server.addr, "ssegate_topics").await, 2.0);
+    drop(first);
+    eventually("the first subscriber is gone", || async {
+        metric(server.addr, "ssegate_subscribers").await == 1.0
+    })
+    .await;
+    assert_eq!(
+        metric(server.addr, "ssegate_topics").await,
+        2.0,
+        "lonely still has a subscriber"
+    );
+    drop(second);
+    eventually("lonely is removed; kept has an event and stays", || async {
+        metric(server.addr, "ssegate_topics").await == 1.0
+    })
+    .await;
+}

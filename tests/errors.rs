@@ -285,3 +285,54 @@ async fn max_topics_is_503() {
     check(&refusal, 503, "max_topics");
     assert_eq!(common::metric(server.addr, "ssegate_topics").await, 2.0);
 }
+
+#[tokio::test]
+async fn subscribers_coming_and_going_do_not_use_up_max_topics() {
+    let mut config = config();
+    config.max_topics = 2;
+    let server = TestServer::start(config).await;
+    for i in 0..10 {
+        let subscriber = Subscriber::open(&server, &format!("/subscribe/passing-{i}"), None).await;
+        drop(subscriber);
+        common::eventually("the unused topic is gone", || async {
+            common::metric(server.addr, "ssegate_topics").await == 0.0
+        })
+        .await;
+    }
+    publish(&server, "real", "x").await;
+}
+
+#[tokio::test]
+async fn max_buffered_bytes_is_503_and_frees_up_as_events_expire() {
+    let mut config = config();
+    config.max_buffered_bytes = 64 * 1024;
+    config.buffer_ttl = std::time::Duration::from_millis(500);
+    let server = TestServer::start(config).await;
+    let body = "x".repeat(20 * 1024);
+    for topic in ["a", "b", "c"] {
+        publish(&server, topic, body.clone()).await;
+    }
+    let refusal = send(client().post(server.url("/publish/d")).body(body.clone())).await;
+    check(&refusal, 503, "max_buffered_bytes");
+    assert_eq!(refusal.headers["retry-after"], "5");
+    // A topic at its own limit replaces its oldest event instead.
+    let mut config = common::config();
+    config.buffer_bytes = 30 * 1024;
+    config.max_buffered_bytes = 64 * 1024;
+    let small = TestServer::start(config).await;
+    for _ in 0..10 {
+        publish(&small, "rolling", body.clone()).await;
+    }
+    // Once the first server's events expire, publishing works again.
+    common::eventually("expired events free the budget", || async {
+        client()
+            .post(server.url("/publish/d"))
+            .body(body.clone())
+            .send()
+            .await
+            .expect("publish")
+            .status()
+            == 200
+    })
+    .await;
+}

@@ -43,6 +43,26 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "buffer_bytes",
+        value_name: "BYTES",
+        default: "128MiB",
+        help: "Encoded bytes kept per topic; the oldest events go first when over.",
+        apply: |c, v| {
+            c.buffer_bytes = bytes(v, 1024, usize::MAX)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "max_buffered_bytes",
+        value_name: "BYTES",
+        default: "2GiB",
+        help: "Encoded bytes all topics may buffer together; a publish beyond it is 503.",
+        apply: |c, v| {
+            c.max_buffered_bytes = bytes(v, 1024, usize::MAX)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "buffer_ttl",
         value_name: "DURATION",
         default: "300s",

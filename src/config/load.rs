@@ -12,11 +12,15 @@ use super::keys::{self, KEYS, Key};
 
 const ENV_PREFIX: &str = "SSEGATE_";
 const ENV_CONFIG: &str = "SSEGATE_CONFIG";
+/// Read when no file is named and it exists in the working directory.
+const DEFAULT_FILE: &str = "config/ssegate.toml";
 
 /// A loaded configuration and what was odd about it without being wrong.
 #[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
+    /// The TOML file that was read, if any.
+    pub file: Option<PathBuf>,
     /// E.g. an `SSEGATE_*` variable that is no key (a typo, most likely).
     pub warnings: Vec<String>,
 }
@@ -90,13 +94,21 @@ where
     let mut config = Config::default();
     let mut warnings = Vec::new();
 
-    let config_path = matches.get_one::<String>("config").cloned().or_else(|| {
-        env.iter()
-            .find(|(name, _)| name == ENV_CONFIG)
-            .map(|(_, v)| v.clone())
+    let named_file = matches
+        .get_one::<String>("config")
+        .cloned()
+        .or_else(|| {
+            env.iter()
+                .find(|(name, _)| name == ENV_CONFIG)
+                .map(|(_, v)| v.clone())
+        })
+        .map(PathBuf::from);
+    let file = named_file.or_else(|| {
+        let default = PathBuf::from(DEFAULT_FILE);
+        default.is_file().then_some(default)
     });
-    if let Some(path) = config_path {
-        apply_file(&mut config, PathBuf::from(path))?;
+    if let Some(path) = &file {
+        apply_file(&mut config, path.clone())?;
     }
     for (name, value) in &env {
         if name == ENV_CONFIG {
@@ -113,7 +125,11 @@ where
     }
     apply_flags(&mut config, &matches)?;
     config.validate()?;
-    Ok(Loaded { config, warnings })
+    Ok(Loaded {
+        config,
+        file,
+        warnings,
+    })
 }
 
 fn command() -> Command {
@@ -129,7 +145,7 @@ fn command() -> Command {
             Arg::new("config")
                 .long("config")
                 .value_name("PATH")
-                .help("TOML configuration file (also SSEGATE_CONFIG); without one, the embedded defaults apply"),
+                .help("TOML configuration file (also SSEGATE_CONFIG) [default: config/ssegate.toml if it exists, else the embedded defaults]"),
         );
     for key in KEYS {
         let default = match key.default {

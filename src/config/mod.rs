@@ -23,7 +23,9 @@ pub use load::{ConfigError, Loaded, load};
 pub struct Config {
     pub listen: SocketAddr,
     pub buffer_events: usize,
+    pub buffer_bytes: usize,
     pub buffer_ttl: Duration,
+    pub max_buffered_bytes: usize,
     pub heartbeat_interval: Duration,
     pub retry: Duration,
     pub max_event_bytes: usize,
@@ -53,7 +55,9 @@ impl Default for Config {
         let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             buffer_events: 0,
+            buffer_bytes: 0,
             buffer_ttl: Duration::ZERO,
+            max_buffered_bytes: 0,
             heartbeat_interval: Duration::ZERO,
             retry: Duration::ZERO,
             max_event_bytes: 0,

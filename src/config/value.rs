@@ -42,17 +42,16 @@ pub fn count(text: &str, min: usize, max: usize) -> Result<usize, String> {
     in_range(n, min, max, text)
 }
 
-/// A size in bytes: `65536`, `64KiB` or `1MiB`, within `min..=max`.
+/// A size in bytes: `65536`, `64KiB`, `1MiB` or `2GiB`, within `min..=max`.
 pub fn bytes(text: &str, min: usize, max: usize) -> Result<usize, String> {
     let trimmed = text.trim();
-    let (digits, multiplier) = match trimmed {
-        t if t.ends_with("KiB") => (&t[..t.len() - 3], 1024),
-        t if t.ends_with("MiB") => (&t[..t.len() - 3], 1024 * 1024),
-        t => (t, 1),
-    };
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (write it like 65536, 64KiB or 1MiB)"))?;
+    let (digits, multiplier) = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]
+        .into_iter()
+        .find_map(|(unit, multiplier)| Some((trimmed.strip_suffix(unit)?, multiplier)))
+        .unwrap_or((trimmed, 1));
+    let n: usize = digits.parse().map_err(|_| {
+        format!("{text:?} is not a size (write it like 65536, 64KiB, 1MiB or 2GiB)")
+    })?;
     in_range(n.saturating_mul(multiplier), min, max, text)
 }
 
@@ -108,6 +107,7 @@ mod tests {
     fn sizes_and_counts() {
         assert_eq!(bytes("64KiB", 1, usize::MAX), Ok(65536));
         assert_eq!(bytes("1MiB", 1, usize::MAX), Ok(1 << 20));
+        assert_eq!(bytes("2GiB", 1, usize::MAX), Ok(2 << 30));
         assert_eq!(bytes("100", 1, usize::MAX), Ok(100));
         assert!(bytes("64kb", 1, usize::MAX).is_err());
         assert!(count("0", 1, 10).is_err());

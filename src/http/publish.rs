@@ -13,7 +13,6 @@ use serde::Serialize;
 use crate::error::ApiError;
 use crate::http::reply::{self, HttpResponse};
 use crate::http::{auth, query};
-use crate::registry::LimitReached;
 use crate::state::AppState;
 use crate::topic::name::TopicName;
 
@@ -45,10 +44,7 @@ pub async fn handle(
     let published = state
         .registry
         .publish(&topic, event_type.as_deref(), data)
-        .map_err(|limit| match limit {
-            LimitReached::Topics => ApiError::TopicLimit,
-            LimitReached::Subscribers => ApiError::SubscriberLimit,
-        })?;
+        .map_err(ApiError::from)?;
     let id = String::from_utf8_lossy(&published.id);
     Ok(reply::json(
         StatusCode::OK,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 
@@ -12,8 +12,6 @@ use crate::error::ApiError;
 use crate::http::body::ResponseBody;
 use crate::http::query;
 use crate::http::reply::HttpResponse;
-use crate::registry::LimitReached;
-use crate::sse::encode::gap_frame;
 use crate::sse::stream::EventStream;
 use crate::state::AppState;
 use crate::topic::name::TopicName;
@@ -36,27 +34,13 @@ pub fn handle<B>(
         state.config.max_topics_per_subscription,
     )?;
     let resume_id = resume_id(req)?;
-    let new = state
+    let subscription = state
         .registry
         .subscribe(&topics, resume_id.as_deref())
-        .map_err(|limit| match limit {
-            LimitReached::Subscribers => ApiError::SubscriberLimit,
-            LimitReached::Topics => ApiError::TopicLimit,
-        })?;
-    let preamble = match new.gap_for {
-        None => state.retry_frame.clone(),
-        Some(last_event_id) => {
-            state.metrics.gap_sent();
-            let gap = gap_frame(&last_event_id);
-            let mut buf = BytesMut::with_capacity(state.retry_frame.len() + gap.len());
-            buf.extend_from_slice(&state.retry_frame);
-            buf.extend_from_slice(&gap);
-            buf.freeze()
-        }
-    };
+        .map_err(ApiError::from)?;
     let stream = EventStream::new(
-        new.subscription,
-        preamble,
+        subscription,
+        state.retry_frame.clone(),
         state.stream_settings,
         state.shutdown.clone(),
         Arc::clone(&state.metrics),
@@ -104,7 +88,9 @@ fn topics(
 /// The id to resume after: the `Last-Event-ID` header, else the
 /// `last_event_id` parameter, else `lastEventId`.
 fn resume_id<B>(req: &Request<B>) -> Result<Option<Bytes>, ApiError> {
-    if let Some(value) = req.headers().get("last-event-id") {
+    // An empty header carries no id (EventSource never sends one), so it
+    // does not hide the query parameters.
+    if let Some(value) = req.headers().get("last-event-id").filter(|v| !v.is_empty()) {
         return Ok(Some(Bytes::copy_from_slice(value.as_bytes())));
     }
     let query = req.uri().query();

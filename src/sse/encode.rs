@@ -40,6 +40,11 @@ impl FrameTemplate {
         self.buf[self.id_at..self.id_at + self.id_len].copy_from_slice(id);
         self.buf.freeze()
     }
+
+    /// Size of the finished frame in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
 }
 
 /// Encodes an event with room for an `id_len`-byte id: `id:`, then `event:`

@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::metrics::{DropReason, Metrics};
 use crate::shutdown::Shutdown;
-use crate::sse::encode::HEARTBEAT;
+use crate::sse::encode::{HEARTBEAT, gap_frame};
 use crate::subscription::{Batch, Subscription};
 
 /// Settings every stream shares.
@@ -33,8 +33,9 @@ pub struct StreamSettings {
 
 pub struct EventStream {
     subscription: Subscription,
-    /// `retry:` and, when resuming failed, the `gap` event: sent before all else.
-    preamble: Option<Bytes>,
+    /// The `retry:` field, until the first write; the opening `gap` event, if
+    /// any, is decided at that moment (see `Subscription::take_opening_gap`).
+    retry: Option<Bytes>,
     heartbeat: Pin<Box<Sleep>>,
     last_write: Instant,
     settings: StreamSettings,
@@ -46,7 +47,7 @@ pub struct EventStream {
 impl EventStream {
     pub fn new(
         subscription: Subscription,
-        preamble: Bytes,
+        retry: Bytes,
         settings: StreamSettings,
         shutdown: Shutdown,
         metrics: Arc<Metrics>,
@@ -54,7 +55,7 @@ impl EventStream {
         let now = Instant::now();
         EventStream {
             subscription,
-            preamble: Some(preamble),
+            retry: Some(retry),
             heartbeat: Box::pin(tokio::time::sleep_until(now + settings.heartbeat_interval)),
             last_write: now,
             settings,
@@ -80,8 +81,8 @@ impl EventStream {
                 n_replayed,
             } => {
                 self.metrics.delivered(n_events, n_replayed);
-                let chunk = match self.preamble.take() {
-                    Some(preamble) => concat(&preamble, &frames),
+                let chunk = match self.retry.take() {
+                    Some(retry) => self.opening(&retry, &frames),
                     None => frames,
                 };
                 Poll::Ready(Some(self.wrote(chunk)))
@@ -103,8 +104,9 @@ impl EventStream {
                     self.finished = true;
                     return Poll::Ready(None);
                 }
-                if let Some(preamble) = self.preamble.take() {
-                    return Poll::Ready(Some(self.wrote(preamble)));
+                if let Some(retry) = self.retry.take() {
+                    let opening = self.opening(&retry, &[]);
+                    return Poll::Ready(Some(self.wrote(opening)));
                 }
                 match self.poll_heartbeat(cx) {
                     Poll::Ready(()) => {
@@ -115,6 +117,20 @@ impl EventStream {
                 }
             }
         }
+    }
+
+    /// The first chunk: `retry:`, the `gap` event if one is due, then `frames`.
+    fn opening(&mut self, retry: &[u8], frames: &[u8]) -> Bytes {
+        let gap = self.subscription.take_opening_gap().map(|resume_id| {
+            self.metrics.gap_sent();
+            gap_frame(&resume_id)
+        });
+        let gap: &[u8] = gap.as_deref().unwrap_or_default();
+        let mut buf = BytesMut::with_capacity(retry.len() + gap.len() + frames.len());
+        buf.extend_from_slice(retry);
+        buf.extend_from_slice(gap);
+        buf.extend_from_slice(frames);
+        buf.freeze()
     }
 
     fn wrote(&mut self, chunk: Bytes) -> Bytes {
@@ -133,11 +149,4 @@ impl EventStream {
         }
         self.heartbeat.as_mut().poll(cx)
     }
-}
-
-fn concat(first: &[u8], second: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(first.len() + second.len());
-    buf.extend_from_slice(first);
-    buf.extend_from_slice(second);
-    buf.freeze()
 }

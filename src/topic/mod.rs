@@ -10,18 +10,19 @@
 //!
 //! Knows nothing about HTTP or metrics.
 
+pub mod budget;
 pub mod name;
 pub mod ring;
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
-use std::time::Duration;
 
 use slab::Slab;
 use tokio::time::Instant;
 
 use crate::id::Sequence;
 use crate::sse::encode::FrameTemplate;
+use budget::BufferPolicy;
 use name::TopicName;
 use ring::{Ring, StoredEvent};
 
@@ -30,6 +31,7 @@ use ring::{Ring, StoredEvent};
 #[derive(Debug)]
 pub struct Topic {
     name: TopicName,
+    policy: Arc<BufferPolicy>,
     state: Mutex<TopicState>,
 }
 
@@ -42,14 +44,27 @@ struct TopicState {
     /// The last publish, subscribe or unsubscribe: the start of the idle
     /// period after which the sweeper may remove the topic.
     last_active: Instant,
-    /// Set by the sweeper under this lock. Whoever still holds an `Arc` to a
-    /// removed topic must look the name up again, or an append would be lost.
+    /// Whether any event was ever appended; a topic that only ever had
+    /// subscribers is forgotten as soon as the last one leaves.
+    had_events: bool,
+    /// Set by the registry under this lock when it removes the topic. Whoever
+    /// still holds an `Arc` to a removed topic must look the name up again,
+    /// or an append would be lost.
     removed: bool,
 }
 
-/// The topic was removed by the sweeper between lookup and lock.
+/// The topic was removed between lookup and lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Removed;
+
+/// Why an append did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendError {
+    /// Look the name up again (see `Removed`).
+    Removed,
+    /// The node-wide byte budget (`max_buffered_bytes`) is spent.
+    OverBudget,
+}
 
 /// Where an appended event went.
 #[derive(Debug, Clone, Copy)]
@@ -68,26 +83,25 @@ pub struct Registration {
     pub floor: u64,
 }
 
-/// The sweeper's verdict on one topic.
+/// A topic the registry may drop: it is now marked removed, and
+/// `high_water` is the highest sequence number it ever covered, which a
+/// successor of the same name must not vouch for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sweep {
-    Keep,
-    /// The topic is now marked removed; `high_water` is the highest sequence
-    /// number it ever covered, which a successor of the same name must not
-    /// vouch for.
-    Remove {
-        high_water: u64,
-    },
+pub struct Retired {
+    pub high_water: u64,
 }
 
 impl Topic {
-    pub fn new(name: TopicName, capacity: usize, floor: u64, now: Instant) -> Topic {
+    pub fn new(name: TopicName, policy: Arc<BufferPolicy>, floor: u64, now: Instant) -> Topic {
+        let ring = Ring::new(policy.max_events, policy.max_bytes, floor);
         Topic {
             name,
+            policy,
             state: Mutex::new(TopicState {
-                ring: Ring::new(capacity, floor),
+                ring,
                 waiters: Slab::new(),
                 last_active: now,
+                had_events: false,
                 removed: false,
             }),
         }
@@ -110,21 +124,28 @@ impl Topic {
         sequence: &Sequence,
         template: FrameTemplate,
         now: Instant,
-        ttl: Duration,
-    ) -> Result<Appended, Removed> {
+    ) -> Result<Appended, AppendError> {
         let (appended, wakers) = {
             let mut state = self.lock();
             if state.removed {
-                return Err(Removed);
+                return Err(AppendError::Removed);
             }
-            state.expire(now, ttl);
+            self.expire(&mut state, now);
+            let frame_len = template.len();
+            let (_, n_freeing) = state.ring.room_for(frame_len);
+            if !self.policy.admits(frame_len, n_freeing) {
+                return Err(AppendError::OverBudget);
+            }
             let (seq, id) = sequence.next();
-            state.ring.push(StoredEvent {
+            let n_freed = state.ring.push(StoredEvent {
                 seq,
                 published_at: now,
                 frame: template.finish(&id),
             });
+            self.policy.add(frame_len);
+            self.policy.release(n_freed);
             state.last_active = now;
+            state.had_events = true;
             let n_subscribers = state.waiters.len();
             (Appended { seq, n_subscribers }, state.take_wakers())
         };
@@ -134,12 +155,12 @@ impl Topic {
 
     /// Registers a subscriber and applies expiry, so that `floor` tells the
     /// truth about what can still be replayed.
-    pub fn register(&self, now: Instant, ttl: Duration) -> Result<Registration, Removed> {
+    pub fn register(&self, now: Instant) -> Result<Registration, Removed> {
         let mut state = self.lock();
         if state.removed {
             return Err(Removed);
         }
-        state.expire(now, ttl);
+        self.expire(&mut state, now);
         state.last_active = now;
         let key = state.waiters.insert(None);
         Ok(Registration {
@@ -148,10 +169,13 @@ impl Topic {
         })
     }
 
-    pub fn unregister(&self, key: usize, now: Instant) {
+    /// Unregisters a subscriber. Returns whether the topic has become
+    /// worthless: no subscriber left and never an event (see `retire_unused`).
+    pub fn unregister(&self, key: usize, now: Instant) -> bool {
         let mut state = self.lock();
         state.waiters.try_remove(key);
         state.last_active = now;
+        state.waiters.is_empty() && !state.had_events
     }
 
     /// Locks the topic for a subscriber's read.
@@ -168,17 +192,23 @@ impl Topic {
     /// Expires old events and decides whether the topic has been idle long
     /// enough to be removed. Called by the registry under its map's shard lock,
     /// so no one can look the topic up while it is being marked removed.
-    pub fn sweep(&self, now: Instant, ttl: Duration) -> Sweep {
+    pub fn sweep(&self, now: Instant) -> Option<Retired> {
         let mut state = self.lock();
-        state.expire(now, ttl);
-        let idle_long_enough = now.saturating_duration_since(state.last_active) >= ttl;
+        self.expire(&mut state, now);
+        let idle_long_enough = now.saturating_duration_since(state.last_active) >= self.policy.ttl;
         if !state.waiters.is_empty() || !idle_long_enough {
-            return Sweep::Keep;
+            return None;
         }
-        state.removed = true;
-        Sweep::Remove {
-            high_water: state.ring.high_water(),
-        }
+        Some(state.retire())
+    }
+
+    /// Retires a topic that only ever had subscribers, once the last one has
+    /// left, so subscribing alone cannot fill `max_topics` for `buffer_ttl`.
+    /// Called under the map's shard lock, like `sweep`.
+    pub fn retire_unused(&self) -> Option<Retired> {
+        let mut state = self.lock();
+        let unused = state.waiters.is_empty() && !state.had_events && !state.removed;
+        unused.then(|| state.retire())
     }
 
     /// Events and frame bytes currently buffered.
@@ -186,12 +216,28 @@ impl Topic {
         let state = self.lock();
         (state.ring.len(), state.ring.n_bytes())
     }
+
+    fn expire(&self, state: &mut TopicState, now: Instant) {
+        if let Some(cutoff) = now.checked_sub(self.policy.ttl) {
+            self.policy.release(state.ring.expire(cutoff));
+        }
+    }
+}
+
+impl Drop for Topic {
+    /// Gives the ring's bytes back to the node-wide budget, whichever way the
+    /// topic goes.
+    fn drop(&mut self) {
+        let n_bytes = self.lock().ring.n_bytes();
+        self.policy.release(n_bytes);
+    }
 }
 
 impl TopicState {
-    fn expire(&mut self, now: Instant, ttl: Duration) {
-        if let Some(cutoff) = now.checked_sub(ttl) {
-            self.ring.expire(cutoff);
+    fn retire(&mut self) -> Retired {
+        self.removed = true;
+        Retired {
+            high_water: self.ring.high_water(),
         }
     }
 

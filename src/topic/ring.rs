@@ -28,20 +28,25 @@ pub struct StoredEvent {
 #[derive(Debug)]
 pub struct Ring {
     events: VecDeque<StoredEvent>,
-    capacity: usize,
+    max_events: usize,
+    max_bytes: usize,
+    /// Sum of the stored frames' lengths.
+    n_bytes: usize,
     floor: u64,
 }
 
 impl Ring {
-    /// An empty ring holding at most `capacity` events (at least one).
+    /// An empty ring holding at most `max_events` events and `max_bytes` of
+    /// frames, but always at least the newest event.
     ///
     /// `floor` is the highest sequence number for which this ring cannot vouch:
     /// a topic created fresh may have had an earlier life that was swept away.
-    pub fn new(capacity: usize, floor: u64) -> Ring {
-        let capacity = capacity.max(1);
+    pub fn new(max_events: usize, max_bytes: usize, floor: u64) -> Ring {
         Ring {
-            events: VecDeque::with_capacity(capacity.min(64)),
-            capacity,
+            events: VecDeque::new(),
+            max_events: max_events.max(1),
+            max_bytes,
+            n_bytes: 0,
             floor,
         }
     }
@@ -53,28 +58,57 @@ impl Ring {
     /// In debug builds, if `event.seq` is not above every stored sequence
     /// number: the owner assigns sequence numbers under its lock, so this is a
     /// bug in the caller, never something a client can cause.
-    pub fn push(&mut self, event: StoredEvent) {
+    ///
+    /// Returns the bytes of the frames evicted to make room.
+    pub fn push(&mut self, event: StoredEvent) -> usize {
         debug_assert!(self.last_seq().is_none_or(|last| last < event.seq));
-        if self.events.len() == self.capacity {
+        let (n_evict, n_freed) = self.room_for(event.frame.len());
+        for _ in 0..n_evict {
             self.evict_front();
         }
+        self.n_bytes += event.frame.len();
         self.events.push_back(event);
+        n_freed
     }
 
-    /// Drops every event published at or before `cutoff`.
-    pub fn expire(&mut self, cutoff: Instant) {
+    /// How many of the oldest events a push of `frame_len` bytes would evict,
+    /// and their bytes.
+    pub fn room_for(&self, frame_len: usize) -> (usize, usize) {
+        let (mut n_evict, mut n_freed) = (0, 0);
+        for event in &self.events {
+            let n_left = self.events.len() - n_evict;
+            let fits =
+                n_left < self.max_events && self.n_bytes - n_freed + frame_len <= self.max_bytes;
+            if fits {
+                break;
+            }
+            (n_evict, n_freed) = (n_evict + 1, n_freed + event.frame.len());
+        }
+        (n_evict, n_freed)
+    }
+
+    /// Drops every event published at or before `cutoff`; returns the bytes
+    /// freed.
+    pub fn expire(&mut self, cutoff: Instant) -> usize {
+        let mut n_freed = 0;
         while self
             .events
             .front()
             .is_some_and(|event| event.published_at <= cutoff)
         {
-            self.evict_front();
+            n_freed += self.evict_front();
         }
+        n_freed
     }
 
-    fn evict_front(&mut self) {
-        if let Some(event) = self.events.pop_front() {
-            self.floor = self.floor.max(event.seq);
+    fn evict_front(&mut self) -> usize {
+        match self.events.pop_front() {
+            Some(event) => {
+                self.floor = self.floor.max(event.seq);
+                self.n_bytes -= event.frame.len();
+                event.frame.len()
+            }
+            None => 0,
         }
     }
 
@@ -104,9 +138,9 @@ impl Ring {
         self.events.len()
     }
 
-    /// Bytes of encoded frames held, for the operator's memory gauge.
+    /// Bytes of encoded frames held.
     pub fn n_bytes(&self) -> usize {
-        self.events.iter().map(|event| event.frame.len()).sum()
+        self.n_bytes
     }
 }
 
@@ -120,9 +154,12 @@ mod tests {
         StoredEvent {
             seq,
             published_at,
-            frame: Bytes::from(format!("data: {seq}\n\n")),
+            frame: Bytes::from(format!("data: {seq:02}\n\n")),
         }
     }
+
+    /// Every test frame is this long.
+    const FRAME: usize = "data: 00\n\n".len();
 
     fn seqs_after(ring: &Ring, cursor: u64) -> Vec<u64> {
         ring.after(cursor).map(|event| event.seq).collect()
@@ -131,7 +168,7 @@ mod tests {
     #[test]
     fn capacity_one_keeps_only_the_newest_and_raises_the_floor() {
         let now = Instant::now();
-        let mut ring = Ring::new(1, 0);
+        let mut ring = Ring::new(1, usize::MAX, 0);
         ring.push(event(3, now));
         assert_eq!((seqs_after(&ring, 0), ring.floor()), (vec![3], 0));
         ring.push(event(7, now));
@@ -141,7 +178,7 @@ mod tests {
     #[test]
     fn wrap_around_with_holes_in_the_sequence() {
         let now = Instant::now();
-        let mut ring = Ring::new(3, 0);
+        let mut ring = Ring::new(3, usize::MAX, 0);
         for seq in [2, 5, 6, 9, 11] {
             ring.push(event(seq, now));
         }
@@ -158,11 +195,11 @@ mod tests {
     #[test]
     fn expiry_is_oldest_first_and_counts_as_loss() {
         let start = Instant::now();
-        let mut ring = Ring::new(8, 0);
+        let mut ring = Ring::new(8, usize::MAX, 0);
         ring.push(event(1, start));
         ring.push(event(2, start + Duration::from_secs(1)));
         ring.push(event(3, start + Duration::from_secs(2)));
-        ring.expire(start + Duration::from_secs(1));
+        assert_eq!(ring.expire(start + Duration::from_secs(1)), 2 * FRAME);
         assert_eq!(seqs_after(&ring, 0), vec![3]);
         assert_eq!(ring.floor(), 2);
         ring.expire(start + Duration::from_secs(5));
@@ -172,7 +209,30 @@ mod tests {
 
     #[test]
     fn a_fresh_ring_keeps_the_floor_it_was_given() {
-        let ring = Ring::new(2, 40);
+        let ring = Ring::new(2, usize::MAX, 40);
         assert_eq!((ring.floor(), ring.high_water(), ring.len()), (40, 40, 0));
+    }
+
+    #[test]
+    fn the_byte_bound_evicts_oldest_first_but_keeps_the_newest() {
+        let now = Instant::now();
+        let mut ring = Ring::new(100, 3 * FRAME, 0);
+        for seq in 1..=3 {
+            assert_eq!(ring.push(event(seq, now)), 0);
+        }
+        assert_eq!(ring.room_for(FRAME), (1, FRAME));
+        assert_eq!(ring.push(event(4, now)), FRAME);
+        assert_eq!(
+            (seqs_after(&ring, 0), ring.floor(), ring.n_bytes()),
+            (vec![2, 3, 4], 1, 3 * FRAME)
+        );
+        // A frame larger than the whole bound evicts everything else.
+        let big = StoredEvent {
+            seq: 5,
+            published_at: now,
+            frame: Bytes::from(vec![b'x'; 10 * FRAME]),
+        };
+        assert_eq!(ring.push(big), 3 * FRAME);
+        assert_eq!((seqs_after(&ring, 0), ring.floor()), (vec![5], 4));
     }
 }
