@@ -46,30 +46,32 @@ async fn a_connection_that_sends_nothing_is_closed() {
     .await;
 }
 
+/// Sends `start`, then one header line every 100 ms, never finishing the
+/// head, until the server closes the connection; fails the test if it does
+/// not within `PATIENCE`. Returns whatever the server sent.
+async fn drip_head(socket: &mut TcpStream, start: &[u8]) -> Vec<u8> {
+    socket.write_all(start).await.expect("the head starts");
+    let drip = async {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let line = format!("X-Drip-{i}: 1\r\n");
+            if socket.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, drip)
+        .await
+        .expect("the server cuts the drip in time");
+    read_until_closed(socket).await
+}
+
 #[tokio::test]
 async fn a_first_request_dripping_its_headers_is_closed() {
     let server = TestServer::start(short_deadlines()).await;
     let mut socket = TcpStream::connect(server.addr).await.expect("connect");
-    let drip = tokio::spawn(async move {
-        let _ = socket.write_all(b"GET /healthz HTTP/1.1\r\n").await;
-        // One header line every 100 ms, forever: always sending, never done.
-        for i in 0.. {
-            if socket
-                .write_all(format!("X-Drip-{i}: 1\r\n").as_bytes())
-                .await
-                .is_err()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        socket
-    });
-    let socket = tokio::time::timeout(PATIENCE, drip)
-        .await
-        .expect("the server cuts the drip in time")
-        .expect("drip task");
-    drop(socket);
+    let answer = drip_head(&mut socket, b"GET /healthz HTTP/1.1\r\n").await;
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
     let label = "ssegate_connection_timeouts_total{deadline=\"first_request\"}";
     assert_eq!(metric(server.addr, label).await, 1.0);
 }
@@ -87,25 +89,11 @@ async fn a_later_request_dripping_its_headers_is_closed() {
     let mut buf = [0u8; 512];
     let n = socket.read(&mut buf).await.expect("first response");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    socket
-        .write_all(b"GET /healthz HTTP/1.1\r\n")
-        .await
-        .expect("second head starts");
-    for i in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if socket
-            .write_all(format!("X-Drip-{i}: 1\r\n").as_bytes())
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    let rest = read_until_closed(&mut socket).await;
+    let answer = drip_head(&mut socket, b"GET /healthz HTTP/1.1\r\n").await;
     assert!(
-        rest.is_empty(),
+        answer.is_empty(),
         "no response to a dripped head: {:?}",
-        String::from_utf8_lossy(&rest)
+        String::from_utf8_lossy(&answer)
     );
     let label = "ssegate_connection_timeouts_total{deadline=\"header_read\"}";
     assert_eq!(metric(server.addr, label).await, 1.0);
