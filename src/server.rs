@@ -39,6 +39,10 @@ use crate::tls::TlsAcceptor;
 
 type Builder = auto::Builder<TokioExecutor>;
 
+/// How long, at most, connections open at shutdown keep being served before
+/// they are told to close (bounded by half of `shutdown_timeout`).
+const READINESS_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves on `listener` until `shutdown_signal` resolves, then drains.
 pub async fn run(
     listener: TcpListener,
@@ -68,12 +72,20 @@ pub async fn run(
     drop(listener);
     trigger.trigger();
     state.registry.wake_all();
+    let n_connections = graceful.count();
     tracing::info!(
-        n_connections = graceful.count(),
+        n_connections,
         "shutting down: ending streams and finishing requests"
     );
     let grace = state.config.shutdown_timeout;
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let deadline = Instant::now() + grace;
+    if n_connections > 0 {
+        // Connections already open keep being served for a moment (`/readyz`
+        // says 503, publishes go through, subscribes are refused), so a
+        // client or balancer holding one learns of the shutdown by asking.
+        tokio::time::sleep(READINESS_GRACE.min(grace / 2)).await;
+    }
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
         .await
         .is_err()
     {

@@ -51,6 +51,36 @@ async fn sigterm_ends_streams_finishes_publishes_and_exits_zero() {
 }
 
 #[tokio::test]
+async fn during_shutdown_an_open_connection_sees_readyz_503() {
+    let mut server = ServerProcess::start(&[]);
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = vec![0u8; 1024];
+    socket
+        .write_all(ask("/readyz").as_bytes())
+        .await
+        .expect("request");
+    let n = socket.read(&mut buf).await.expect("response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    server.signal(libc::SIGTERM);
+    // Wait until the shutdown has begun: new connections are refused.
+    common::eventually("the listener is closed", || async {
+        TcpStream::connect(server.addr).await.is_err()
+    })
+    .await;
+    socket
+        .write_all(ask("/readyz").as_bytes())
+        .await
+        .expect("request");
+    let n = socket.read(&mut buf).await.expect("response");
+    let response = String::from_utf8_lossy(&buf[..n]);
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(response.ends_with("shutting down\n"), "{response}");
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+#[tokio::test]
 async fn sigint_also_shuts_down_cleanly() {
     let mut server = ServerProcess::start(&[]);
     let mut subscriber = Subscriber::open_with(&client(), &server.url("/subscribe/s"), None).await;
