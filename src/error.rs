@@ -1,9 +1,10 @@
 //! `ApiError`: every way a request can be refused, as a status and a reason.
 //!
 //! Handlers return `Result<Response, ApiError>`; `http::reply::error` turns the
-//! error into a plain-text response whose body is `reason()` on one line. The
-//! service itself never fails: an `Err` out of a hyper service would abort
-//! the connection instead of answering.
+//! error into a plain-text response whose body is `reason()` on one line. An
+//! `Err` out of a hyper service aborts the connection instead of answering,
+//! so the service returns one only where that is the point
+//! (`http::BreakConnection`).
 
 use std::fmt;
 
@@ -42,6 +43,8 @@ pub enum ApiError {
     TopicLimit,
     SubscriberLimit,
     BufferFull,
+    /// A subscribe during shutdown; `http::handle` breaks the connection
+    /// instead of sending this (see `http::BreakConnection`).
     ShuttingDown,
 }
 

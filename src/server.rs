@@ -8,7 +8,6 @@
 //! shutdown waits for responses to finish, and an event stream never does),
 //! let in-flight publishes finish, and give up after `shutdown_timeout`.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -81,8 +80,8 @@ pub async fn run(
     let deadline = Instant::now() + grace;
     if n_connections > 0 {
         // Connections already open keep being served for a moment (`/readyz`
-        // says 503, publishes go through, subscribes are refused), so a
-        // client or balancer holding one learns of the shutdown by asking.
+        // says 503, publishes go through, a subscribe breaks its connection),
+        // so a client or balancer holding one learns of the shutdown by asking.
         tokio::time::sleep(READINESS_GRACE.min(grace / 2)).await;
     }
     if tokio::time::timeout_at(deadline, graceful.shutdown())
@@ -256,7 +255,7 @@ async fn serve_connection<T>(
     let service = service_fn(move |req| {
         let state = state.clone();
         let connection = Arc::clone(&connection);
-        async move { Ok::<_, Infallible>(http::handle(req, state, connection).await) }
+        async move { http::handle(req, state, connection).await }
     });
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(err) = watcher.watch(conn).await {

@@ -77,6 +77,14 @@ async fn during_shutdown_an_open_connection_sees_readyz_503() {
     let response = String::from_utf8_lossy(&buf[..n]);
     assert!(response.starts_with("HTTP/1.1 503"), "{response}");
     assert!(response.ends_with("shutting down\n"), "{response}");
+    // A subscribe there is not refused with a status (EventSource would give
+    // up for good): the connection breaks, so the client retries elsewhere.
+    socket
+        .write_all(ask("/subscribe/t").as_bytes())
+        .await
+        .expect("request");
+    let n = socket.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "no answer: {:?}", String::from_utf8_lossy(&buf[..n]));
     assert_eq!(server.wait_exit().code(), Some(0));
 }
 

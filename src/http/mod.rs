@@ -1,7 +1,8 @@
 //! HTTP: routing and the handlers behind each endpoint.
 //!
-//! `handle` is the whole service: it never fails (every refusal is an
-//! `ApiError` turned into a response), counts the request on its connection,
+//! `handle` is the whole service: every refusal is an `ApiError` turned into
+//! a response (the one exception is `BreakConnection`), it counts the request
+//! on its connection,
 //! adds CORS headers on the publish and subscribe endpoints, and counts the
 //! response.
 //!
@@ -72,12 +73,13 @@ impl<'a> Endpoint<'a> {
     }
 }
 
-/// Serves one request. Never fails.
+/// Serves one request. Fails only to break the connection on purpose (see
+/// `BreakConnection`); every refusal is a response.
 pub async fn handle(
     req: Request<Incoming>,
     state: AppState,
     connection: Arc<ConnectionState>,
-) -> HttpResponse {
+) -> Result<HttpResponse, BreakConnection> {
     let in_flight = connection.request_started(req.version() == Version::HTTP_2);
     let path = req.uri().path().to_owned();
     let endpoint = Endpoint::of(&path);
@@ -88,6 +90,9 @@ pub async fn handle(
         None => Err(ApiError::NotFound),
         Some(endpoint) => dispatch(endpoint, req, &state, &connection).await,
     };
+    if let Err(ApiError::ShuttingDown) = result {
+        return Err(BreakConnection);
+    }
     let mut response = result.unwrap_or_else(|err| {
         match err.fault() {
             Fault::Client => {
@@ -104,8 +109,23 @@ pub async fn handle(
     }
     state.metrics.response_sent(response.status().as_str());
     response.body_mut().hold(in_flight);
-    response
+    Ok(response)
 }
+
+/// Makes hyper drop the connection (HTTP/1) or reset the stream (HTTP/2)
+/// instead of answering. Used for a subscribe that arrives on an open
+/// connection during shutdown: `EventSource` gives up for good on any status
+/// but 200, while a broken connection makes it retry, elsewhere.
+#[derive(Debug)]
+pub struct BreakConnection;
+
+impl std::fmt::Display for BreakConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("subscribe during shutdown: connection broken so the client retries elsewhere")
+    }
+}
+
+impl std::error::Error for BreakConnection {}
 
 async fn dispatch(
     endpoint: Endpoint<'_>,
