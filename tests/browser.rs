@@ -39,7 +39,11 @@ fn chromium_eventsource_against_the_binary() {
     if !missing.is_empty() {
         let required = std::env::var("SSEGATE_BROWSER_TESTS").is_ok_and(|v| v == "require");
         assert!(!required, "browser test prerequisites missing: {missing:?}");
-        eprintln!("SKIPPED: the browser test needs {missing:?}; .ci/run installs them");
+        // Straight to the terminal: the test harness captures `eprintln!` of
+        // passing tests, and a skip must not pass unnoticed.
+        let notice =
+            format!("\nSKIPPED browser test: it needs {missing:?}; .ci/run installs them\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
         return;
     }
     let status = Command::new("node")
