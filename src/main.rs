@@ -10,6 +10,21 @@ use tracing_subscriber::EnvFilter;
 /// `EX_USAGE` from sysexits.h: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
 
+/// Pending connections the kernel may queue (it caps this at somaxconn):
+/// after a deploy, thousands of `EventSource`s reconnect at once, and a
+/// short queue turns into SYN retries a second apart.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 fn main() -> ExitCode {
     let loaded = match config::load(std::env::args_os(), std::env::vars_os()) {
         Ok(loaded) => loaded,
@@ -53,8 +68,7 @@ fn main() -> ExitCode {
     };
     let config = loaded.config;
     let result = runtime.block_on(async move {
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = listen(config.listen)
             .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
         ssegate::run(listener, config, ssegate::shutdown::signal())
             .await

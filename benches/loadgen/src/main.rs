@@ -1,0 +1,225 @@
+//! `ssegate-bench`: fan-out workloads run side by side against ssegate and
+//! nchan, with every delivery checked, and a table of ratios.
+//!
+//! The servers run on one core (`taskset -c 0`), this load generator on the
+//! other (it pins itself to core 1): one core each is the fair, repeatable
+//! comparison on a 2-core machine. Run it through `benches/compare.sh`.
+
+mod procstat;
+mod publish_load;
+mod publisher;
+mod report;
+mod servers;
+mod stats;
+mod subscriber;
+mod wire;
+mod workloads;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use report::Results;
+use servers::Server;
+use stats::Clock;
+use workloads::Shape;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "SSE fan-out benchmark: ssegate and nchan side by side")]
+struct Args {
+    /// The ssegate binary (build it with --release).
+    #[arg(long, default_value = "target/release/ssegate")]
+    ssegate: PathBuf,
+    /// The nchan peer: a directory with run.sh and nginx.conf.
+    #[arg(long, default_value = "../shared/peers/nchan")]
+    nchan_dir: PathBuf,
+    /// The oha binary.
+    #[arg(long, default_value = "oha")]
+    oha: PathBuf,
+    /// Servers to measure, in order.
+    #[arg(long, value_delimiter = ',', default_value = "ssegate,nchan")]
+    servers: Vec<String>,
+    /// Workloads to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "broadcast,topics,fixed,idle,publish,storm"
+    )]
+    workloads: Vec<String>,
+    /// Scales every subscriber count (0.1 for a quick smoke run).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Seconds per saturation step.
+    #[arg(long, default_value_t = 4)]
+    step_seconds: u64,
+    /// Where to write the raw results as JSON.
+    #[arg(long, default_value = "benches/results/latest.json")]
+    json: PathBuf,
+    /// Core for the servers; this process takes the other one.
+    #[arg(long, default_value_t = 0)]
+    server_core: usize,
+    #[arg(long, default_value_t = 1)]
+    loader_core: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    raise_fd_limit();
+    pin_to_core(args.loader_core);
+    eprintln!(
+        "ssegate-bench: servers pinned to core {}, load generator pinned to core {} (one core each)",
+        args.server_core, args.loader_core
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    let results = local.block_on(&runtime, run_all(&args));
+    match results {
+        Ok(results) => {
+            println!("{}", results.table());
+            if let Some(dir) = args.json.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            if let Err(err) = std::fs::write(&args.json, results.to_json()) {
+                eprintln!("cannot write {}: {err}", args.json.display());
+            }
+        }
+        Err(err) => {
+            eprintln!("ssegate-bench: {err}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run_all(args: &Args) -> Result<Results, String> {
+    let clock = Clock::new();
+    let mut results = Results::default();
+    for name in &args.servers {
+        for workload in &args.workloads {
+            eprintln!("== {name}: {workload}");
+            let server = start(args, name)?;
+            run_workload(args, &server, workload, clock, &mut results).await?;
+            drop(server);
+        }
+    }
+    Ok(results)
+}
+
+fn start(args: &Args, name: &str) -> Result<Server, String> {
+    match name {
+        "ssegate" => Server::ssegate(&args.ssegate, 8090, args.server_core, &[]),
+        "nchan" => Server::nchan(&args.nchan_dir, args.server_core),
+        other => Err(format!("unknown server {other:?}")),
+    }
+}
+
+fn scaled(args: &Args, n: usize) -> usize {
+    ((n as f64 * args.scale).round() as usize).max(1)
+}
+
+async fn run_workload(
+    args: &Args,
+    server: &Server,
+    workload: &str,
+    clock: Clock,
+    results: &mut Results,
+) -> Result<(), String> {
+    let step = Duration::from_secs(args.step_seconds);
+    let broadcast = Shape {
+        n_topics: 1,
+        subscribers_per_topic: scaled(args, 10_000),
+        payload_bytes: 100,
+        publisher_connections: 1,
+    };
+    let many_topics = Shape {
+        n_topics: scaled(args, 1000),
+        subscribers_per_topic: 10,
+        payload_bytes: 100,
+        publisher_connections: 16,
+    };
+    let entry = results.server(server.name);
+    match workload {
+        "broadcast" => {
+            entry.broadcast = Some(
+                workloads::saturation(server, broadcast, 2.0, step, 3, "broadcast", clock).await?,
+            );
+        }
+        "topics" => {
+            entry.many_topics = Some(
+                workloads::saturation(server, many_topics, 1000.0, step, 3, "topics", clock)
+                    .await?,
+            );
+        }
+        "fixed" => {
+            let duration = Duration::from_secs(10);
+            let fixed =
+                workloads::fanout_step(server, broadcast, 2.0, duration, "fixed-bc", clock).await?;
+            workloads::report_step(server.name, "fixed-bc", &fixed);
+            entry.fixed_broadcast = Some(fixed);
+            let fixed =
+                workloads::fanout_step(server, many_topics, 1000.0, duration, "fixed-mt", clock)
+                    .await?;
+            workloads::report_step(server.name, "fixed-mt", &fixed);
+            entry.fixed_many_topics = Some(fixed);
+        }
+        "idle" => {
+            let idle =
+                workloads::idle(server, scaled(args, 15_000), Duration::from_secs(20), clock)
+                    .await?;
+            eprintln!(
+                "  {:>7} idle: {:.0} bytes per subscriber, {:.2}% CPU",
+                server.name,
+                idle.rss_per_subscriber_bytes,
+                idle.idle_cpu_share * 100.0
+            );
+            entry.idle = Some(idle);
+        }
+        "publish" => {
+            let load = publish_load::run(&args.oha, server, 50, 10)?;
+            eprintln!(
+                "  {:>7} publish: {:.0} req/s, p99 {:.2} ms",
+                server.name, load.requests_per_s, load.p99_ms
+            );
+            entry.publish = Some(load);
+        }
+        "storm" => {
+            let storm = workloads::storm(server, scaled(args, 10_000), 100, clock).await?;
+            eprintln!(
+                "  {:>7} storm: {} of {} caught up in {:.2} s, {} lost",
+                server.name, storm.caught_up, storm.n_subscribers, storm.seconds, storm.lost
+            );
+            entry.storm = Some(storm);
+        }
+        other => return Err(format!("unknown workload {other:?}")),
+    }
+    Ok(())
+}
+
+/// Raises the open-file limit to the hard limit: 15,000 subscribers need it.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid, and CPU_SET stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!("warning: cannot pin the load generator to core {core}");
+        }
+    }
+}

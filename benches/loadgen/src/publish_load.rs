@@ -1,0 +1,58 @@
+//! Publish throughput with no subscribers, measured by `oha`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::servers::Server;
+
+#[derive(Debug, Clone)]
+pub struct PublishLoad {
+    pub requests_per_s: f64,
+    pub p99_ms: f64,
+    pub success_rate: f64,
+}
+
+/// `oha -m POST` with a 100-byte body on `n_connections` for `seconds`.
+pub fn run(
+    oha: &Path,
+    server: &Server,
+    n_connections: usize,
+    seconds: u64,
+) -> Result<PublishLoad, String> {
+    let url = format!("http://{}/publish/oha-bench", server.addr);
+    let output = Command::new(oha)
+        .args(["-m", "POST", "-d", &"x".repeat(100)])
+        .args([
+            "-c",
+            &n_connections.to_string(),
+            "-z",
+            &format!("{seconds}s"),
+        ])
+        .args(["--no-tui", "--output-format", "json", &url])
+        .output()
+        .map_err(|err| {
+            format!(
+                "cannot run {} (cargo install oha --locked): {err}",
+                oha.display()
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "oha failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|err| format!("oha output: {err}"))?;
+    let number = |path: &[&str]| {
+        path.iter()
+            .try_fold(&report, |value, key| value.get(key))
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| format!("oha output lacks {}", path.join(".")))
+    };
+    Ok(PublishLoad {
+        requests_per_s: number(&["summary", "requestsPerSec"])?,
+        p99_ms: number(&["latencyPercentiles", "p99"])? * 1000.0,
+        success_rate: number(&["summary", "successRate"])?,
+    })
+}

@@ -1,0 +1,323 @@
+//! The comparison table: each figure for each server, the ratio
+//! ssegate / nchan, and the target it is held to.
+
+use std::fmt::Write;
+
+use serde_json::json;
+
+use crate::publish_load::PublishLoad;
+use crate::workloads::{Idle, Saturation, Step, Storm};
+
+#[derive(Debug, Default)]
+pub struct ServerResults {
+    pub broadcast: Option<Saturation>,
+    pub many_topics: Option<Saturation>,
+    pub fixed_broadcast: Option<Step>,
+    pub fixed_many_topics: Option<Step>,
+    pub idle: Option<Idle>,
+    pub publish: Option<PublishLoad>,
+    pub storm: Option<Storm>,
+}
+
+#[derive(Debug, Default)]
+pub struct Results {
+    pub servers: Vec<(&'static str, ServerResults)>,
+}
+
+/// How a ratio ssegate / nchan is judged.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+    Info,
+}
+
+struct Row {
+    figure: &'static str,
+    unit: &'static str,
+    target: Target,
+    value: fn(&ServerResults) -> Option<f64>,
+}
+
+fn best(saturation: &Option<Saturation>) -> Option<&Step> {
+    saturation.as_ref().and_then(|s| s.best.as_ref())
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        figure: "broadcast saturation deliveries/s",
+        unit: "/s",
+        target: Target::AtLeast(2.0),
+        value: |r| best(&r.broadcast).map(|s| s.achieved_per_s),
+    },
+    Row {
+        figure: "  at saturation: p50 latency",
+        unit: "ms",
+        target: Target::Info,
+        value: |r| best(&r.broadcast).map(|s| s.p50_ms),
+    },
+    Row {
+        figure: "  at saturation: p99 latency",
+        unit: "ms",
+        target: Target::Info,
+        value: |r| best(&r.broadcast).map(|s| s.p99_ms),
+    },
+    Row {
+        figure: "  at saturation: server CPU s / 1M deliveries",
+        unit: "s",
+        target: Target::Info,
+        value: |r| {
+            best(&r.broadcast)
+                .map(|s| (s.server.cpu().as_secs_f64()) * 1e6 / s.deliveries.max(1) as f64)
+        },
+    },
+    Row {
+        figure: "many-topics saturation deliveries/s",
+        unit: "/s",
+        target: Target::AtLeast(1.5),
+        value: |r| best(&r.many_topics).map(|s| s.achieved_per_s),
+    },
+    Row {
+        figure: "  at saturation: p50 latency",
+        unit: "ms",
+        target: Target::Info,
+        value: |r| best(&r.many_topics).map(|s| s.p50_ms),
+    },
+    Row {
+        figure: "  at saturation: p99 latency",
+        unit: "ms",
+        target: Target::Info,
+        value: |r| best(&r.many_topics).map(|s| s.p99_ms),
+    },
+    Row {
+        figure: "  at saturation: server CPU s / 1M deliveries",
+        unit: "s",
+        target: Target::Info,
+        value: |r| {
+            best(&r.many_topics)
+                .map(|s| (s.server.cpu().as_secs_f64()) * 1e6 / s.deliveries.max(1) as f64)
+        },
+    },
+    Row {
+        figure: "broadcast 2 ev/s: p50 latency",
+        unit: "ms",
+        target: Target::Info,
+        value: |r| r.fixed_broadcast.as_ref().map(|s| s.p50_ms),
+    },
+    Row {
+        figure: "broadcast 2 ev/s: p99 latency",
+        unit: "ms",
+        target: Target::AtMost(0.8),
+        value: |r| r.fixed_broadcast.as_ref().map(|s| s.p99_ms),
+    },
+    Row {
+        figure: "broadcast 2 ev/s: max latency",
+        unit: "ms",
+        target: Target::Info,
+        value: |r| r.fixed_broadcast.as_ref().map(|s| s.max_ms),
+    },
+    Row {
+        figure: "broadcast 2 ev/s: user CPU per delivery",
+        unit: "us",
+        target: Target::AtMost(0.5),
+        value: |r| {
+            r.fixed_broadcast
+                .as_ref()
+                .map(|s| s.cpu_us_per_delivery().0)
+        },
+    },
+    Row {
+        figure: "broadcast 2 ev/s: total CPU per delivery",
+        unit: "us",
+        target: Target::AtMost(0.85),
+        value: |r| {
+            r.fixed_broadcast
+                .as_ref()
+                .map(|s| s.cpu_us_per_delivery().0 + s.cpu_us_per_delivery().1)
+        },
+    },
+    Row {
+        figure: "many topics 1000 ev/s: p50 latency",
+        unit: "ms",
+        target: Target::Info,
+        value: |r| r.fixed_many_topics.as_ref().map(|s| s.p50_ms),
+    },
+    Row {
+        figure: "many topics 1000 ev/s: p99 latency",
+        unit: "ms",
+        target: Target::Info,
+        value: |r| r.fixed_many_topics.as_ref().map(|s| s.p99_ms),
+    },
+    Row {
+        figure: "many topics 1000 ev/s: max latency",
+        unit: "ms",
+        target: Target::Info,
+        value: |r| r.fixed_many_topics.as_ref().map(|s| s.max_ms),
+    },
+    Row {
+        figure: "many topics 1000 ev/s: user CPU per delivery",
+        unit: "us",
+        target: Target::AtMost(0.5),
+        value: |r| {
+            r.fixed_many_topics
+                .as_ref()
+                .map(|s| s.cpu_us_per_delivery().0)
+        },
+    },
+    Row {
+        figure: "many topics 1000 ev/s: total CPU per delivery",
+        unit: "us",
+        target: Target::AtMost(0.85),
+        value: |r| {
+            r.fixed_many_topics
+                .as_ref()
+                .map(|s| s.cpu_us_per_delivery().0 + s.cpu_us_per_delivery().1)
+        },
+    },
+    Row {
+        figure: "idle RSS per subscriber",
+        unit: "B",
+        target: Target::AtMost(0.5),
+        value: |r| r.idle.as_ref().map(|i| i.rss_per_subscriber_bytes),
+    },
+    Row {
+        figure: "idle CPU (heartbeats only)",
+        unit: "%",
+        target: Target::Info,
+        value: |r| r.idle.as_ref().map(|i| i.idle_cpu_share * 100.0),
+    },
+    Row {
+        figure: "publish requests/s (oha, 50 conns)",
+        unit: "/s",
+        target: Target::AtLeast(1.0),
+        value: |r| r.publish.as_ref().map(|p| p.requests_per_s),
+    },
+    Row {
+        figure: "publish p99 latency",
+        unit: "ms",
+        target: Target::AtMost(1.0),
+        value: |r| r.publish.as_ref().map(|p| p.p99_ms),
+    },
+    Row {
+        figure: "reconnect storm: time until all caught up",
+        unit: "s",
+        target: Target::AtMost(0.5),
+        value: |r| r.storm.as_ref().map(|s| s.seconds),
+    },
+    Row {
+        figure: "reconnect storm: events lost",
+        unit: "",
+        target: Target::Info,
+        value: |r| r.storm.as_ref().map(|s| s.lost as f64),
+    },
+];
+
+impl Results {
+    pub fn server(&mut self, name: &'static str) -> &mut ServerResults {
+        if let Some(index) = self.servers.iter().position(|(n, _)| *n == name) {
+            return &mut self.servers[index].1;
+        }
+        self.servers.push((name, ServerResults::default()));
+        &mut self.servers.last_mut().expect("just pushed").1
+    }
+
+    fn get(&self, name: &str) -> Option<&ServerResults> {
+        self.servers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| r)
+    }
+
+    /// A Markdown table of every figure measured.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| figure | ssegate | nchan | ssegate / nchan | target | met |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---|---|");
+        for row in ROWS {
+            let ssegate = self.get("ssegate").and_then(|r| (row.value)(r));
+            let nchan = self.get("nchan").and_then(|r| (row.value)(r));
+            if ssegate.is_none() && nchan.is_none() {
+                continue;
+            }
+            let ratio = ssegate
+                .zip(nchan)
+                .filter(|(_, n)| *n > 0.0)
+                .map(|(s, n)| s / n);
+            let (target, met) = match (row.target, ratio) {
+                (Target::AtLeast(t), Some(r)) => {
+                    (format!(">= {t}"), if r >= t { "yes" } else { "NO" })
+                }
+                (Target::AtMost(t), Some(r)) => {
+                    (format!("<= {t}"), if r <= t { "yes" } else { "NO" })
+                }
+                (Target::AtLeast(t), None) => (format!(">= {t}"), "?"),
+                (Target::AtMost(t), None) => (format!("<= {t}"), "?"),
+                (Target::Info, _) => (String::new(), ""),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {target} | {met} |",
+                row.figure,
+                fmt(ssegate, row.unit),
+                fmt(nchan, row.unit),
+                ratio.map_or("-".into(), |r| format!("{r:.2}")),
+            );
+        }
+        for (name, results) in &self.servers {
+            for (label, saturation) in [
+                ("broadcast", &results.broadcast),
+                ("many topics", &results.many_topics),
+            ] {
+                if saturation.as_ref().is_some_and(Saturation::loader_bound) {
+                    let _ = writeln!(
+                        out,
+                        "\nNote: {name} {label}: the load generator's core was busy at the failing step; the limit may be the loader's."
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> String {
+        let step = |s: &Step| {
+            json!({
+                "rate": s.rate, "offered_per_s": s.offered_per_s, "achieved_per_s": s.achieved_per_s,
+                "deliveries": s.deliveries, "expected": s.expected, "errors": s.errors,
+                "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "max_ms": s.max_ms,
+                "server_user_s": s.server.user.as_secs_f64(), "server_system_s": s.server.system.as_secs_f64(),
+                "loader_cpu_share": s.loader_cpu_share, "pass": s.pass,
+            })
+        };
+        let saturation = |s: &Option<Saturation>| {
+            s.as_ref().map(|s| json!({ "best": s.best.as_ref().map(step), "steps": s.steps.iter().map(step).collect::<Vec<_>>() }))
+        };
+        let servers: serde_json::Map<String, serde_json::Value> = self
+            .servers
+            .iter()
+            .map(|(name, r)| {
+                (name.to_string(), json!({
+                    "broadcast": saturation(&r.broadcast),
+                    "many_topics": saturation(&r.many_topics),
+                    "fixed_broadcast": r.fixed_broadcast.as_ref().map(step),
+                    "fixed_many_topics": r.fixed_many_topics.as_ref().map(step),
+                    "idle": r.idle.as_ref().map(|i| json!({"n": i.n_subscribers, "rss_per_subscriber_bytes": i.rss_per_subscriber_bytes, "cpu_share": i.idle_cpu_share})),
+                    "publish": r.publish.as_ref().map(|p| json!({"requests_per_s": p.requests_per_s, "p99_ms": p.p99_ms, "success_rate": p.success_rate})),
+                    "storm": r.storm.as_ref().map(|s| json!({"n": s.n_subscribers, "caught_up": s.caught_up, "seconds": s.seconds, "lost": s.lost})),
+                }))
+            })
+            .collect();
+        serde_json::to_string_pretty(&serde_json::Value::Object(servers)).unwrap_or_default()
+    }
+}
+
+fn fmt(value: Option<f64>, unit: &str) -> String {
+    match value {
+        None => "-".into(),
+        Some(v) if v >= 100.0 => format!("{v:.0} {unit}"),
+        Some(v) => format!("{v:.2} {unit}"),
+    }
+}

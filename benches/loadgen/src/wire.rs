@@ -1,0 +1,168 @@
+//! The client side of the wire: HTTP/1.1 response heads, chunked bodies and
+//! SSE frames, parsed incrementally from a byte stream with as little work
+//! per byte as possible (the load generator must never be the bottleneck).
+
+use memchr::memmem;
+
+/// What a response head said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub chunked: bool,
+    pub content_length: Option<usize>,
+    /// Bytes of the head, including the blank line.
+    pub len: usize,
+}
+
+/// Parses a response head from the start of `buf`; `None` until complete.
+pub fn parse_head(buf: &[u8]) -> Option<ResponseHead> {
+    let end = memmem::find(buf, b"\r\n\r\n")? + 4;
+    let text = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = text.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let (mut chunked, mut content_length) = (false, None);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case("chunked");
+        } else if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse().ok();
+        }
+    }
+    Some(ResponseHead {
+        status,
+        chunked,
+        content_length,
+        len: end,
+    })
+}
+
+/// Decodes `Transfer-Encoding: chunked` incrementally.
+#[derive(Debug, Default)]
+pub struct Dechunker {
+    /// Bytes left in the current chunk's data.
+    remaining: usize,
+    /// The CRLF after a chunk's data is still to be skipped.
+    pending_crlf: bool,
+    /// The terminating zero-size chunk was seen.
+    pub finished: bool,
+}
+
+impl Dechunker {
+    /// Moves the body bytes out of `raw` (consuming what it used) into `body`.
+    pub fn decode(&mut self, raw: &mut Vec<u8>, body: &mut Vec<u8>) {
+        let mut at = 0;
+        loop {
+            if self.remaining > 0 {
+                let take = self.remaining.min(raw.len() - at);
+                body.extend_from_slice(&raw[at..at + take]);
+                at += take;
+                self.remaining -= take;
+                if self.remaining > 0 {
+                    break;
+                }
+                self.pending_crlf = true;
+            }
+            if self.pending_crlf {
+                if raw.len() - at < 2 {
+                    break;
+                }
+                at += 2;
+                self.pending_crlf = false;
+            }
+            let Some(line_end) = memchr::memchr(b'\n', &raw[at..]) else {
+                break;
+            };
+            let line = &raw[at..at + line_end];
+            let hex = line
+                .split(|&b| b == b';' || b == b'\r')
+                .next()
+                .unwrap_or(b"");
+            let size = std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| usize::from_str_radix(h, 16).ok());
+            at += line_end + 1;
+            match size {
+                Some(0) | None => {
+                    self.finished = true;
+                    break;
+                }
+                Some(size) => self.remaining = size,
+            }
+        }
+        raw.drain(..at);
+    }
+}
+
+/// One SSE event as far as the benchmark cares: its id and its data.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SseEvent<'a> {
+    pub id: &'a [u8],
+    pub data: &'a [u8],
+}
+
+/// Calls `on_event` for every complete event in `body` and drops the bytes
+/// it consumed. Comments, `retry:` and `event:` lines are skipped; a frame
+/// without `data:` (a heartbeat) produces no event.
+pub fn drain_events(body: &mut Vec<u8>, mut on_event: impl FnMut(SseEvent<'_>)) {
+    let finder = memmem::Finder::new(b"\n\n");
+    let mut at = 0;
+    while let Some(end) = finder.find(&body[at..]) {
+        let frame = &body[at..at + end];
+        let (mut id, mut data): (&[u8], Option<&[u8]>) = (b"", None);
+        for line in frame.split(|&b| b == b'\n') {
+            if let Some(value) = line.strip_prefix(b"data: ") {
+                data = Some(value);
+            } else if let Some(value) = line.strip_prefix(b"id: ") {
+                id = value;
+            }
+        }
+        if let Some(data) = data {
+            on_event(SseEvent { id, data });
+        }
+        at += end + 2;
+    }
+    body.drain(..at);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_chunks_and_events() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let head = parse_head(raw).expect("head");
+        assert_eq!(
+            (head.status, head.chunked, head.len),
+            (200, true, raw.len())
+        );
+
+        // Two events split over chunks at awkward places, then the end.
+        let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+        let first = [chunk("id: 1\ndata: a\n"), chunk("\nid: 2\nda")].concat();
+        let mut raw = first.into_bytes();
+        let (mut body, mut dechunker) = (Vec::new(), Dechunker::default());
+        dechunker.decode(&mut raw, &mut body);
+        raw.extend_from_slice(
+            [chunk("ta: b"), chunk("\n\n"), "0\r\n\r\n".into()]
+                .concat()
+                .as_bytes(),
+        );
+        dechunker.decode(&mut raw, &mut body);
+        assert!(dechunker.finished);
+        let mut seen = Vec::new();
+        drain_events(&mut body, |e| seen.push((e.id.to_vec(), e.data.to_vec())));
+        assert_eq!(
+            seen,
+            vec![
+                (b"1".to_vec(), b"a".to_vec()),
+                (b"2".to_vec(), b"b".to_vec())
+            ]
+        );
+        assert!(body.is_empty());
+    }
+}
