@@ -63,34 +63,40 @@ pub struct DeadlineIo<T> {
     n_requests_seen: u64,
     read_timer: Option<Pin<Box<Sleep>>>,
     write_timer: Option<Pin<Box<Sleep>>>,
-    /// A write is pending and `write_timer` is counting.
-    write_stalled: bool,
+    /// When the pending write times out; `None` while writes make progress.
+    write_stall_deadline: Option<Instant>,
     /// A deadline fired; every later call fails the same way.
     timed_out: bool,
 }
 
 impl<T> DeadlineIo<T> {
-    /// Wraps a freshly accepted socket; the first-request deadline starts now.
+    /// Wraps a socket accepted at `accepted_at`, when the first-request
+    /// deadline started.
     pub fn new(
         inner: T,
         connection: Arc<ConnectionState>,
         metrics: Arc<Metrics>,
         deadlines: Deadlines,
+        accepted_at: Instant,
     ) -> DeadlineIo<T> {
         DeadlineIo {
             inner,
             connection,
             metrics,
             phase: Phase::FirstRequest {
-                deadline: Instant::now() + deadlines.first_request,
+                deadline: accepted_at + deadlines.first_request,
             },
             deadlines,
             n_requests_seen: 0,
             read_timer: None,
             write_timer: None,
-            write_stalled: false,
+            write_stall_deadline: None,
             timed_out: false,
         }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
     }
 
     /// Catches up with what the service and bodies reported.
@@ -99,8 +105,6 @@ impl<T> DeadlineIo<T> {
         if activity.n_requests != self.n_requests_seen {
             self.n_requests_seen = activity.n_requests;
             self.phase = Phase::InRequest;
-            // Busy connections (every open stream) hold no read timer.
-            self.read_timer = None;
         }
         if self.phase == Phase::InRequest && activity.in_flight == 0 {
             self.phase = match activity.is_http2 {
@@ -139,8 +143,7 @@ impl<T> DeadlineIo<T> {
         let Some((deadline, kind)) = self.read_deadline() else {
             return Poll::Pending;
         };
-        let timer = arm(&mut self.read_timer, deadline);
-        ready!(timer.as_mut().poll(cx));
+        ready!(poll_deadline(&mut self.read_timer, deadline, cx));
         self.timed_out = true;
         self.metrics.connection_timed_out(kind);
         tracing::debug!(deadline = ?kind, "closing connection: deadline passed");
@@ -150,15 +153,19 @@ impl<T> DeadlineIo<T> {
     /// Called when a write returned `Pending`; `Ready` means the socket has
     /// accepted nothing for `write_timeout`.
     fn poll_write_stall(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.write_stalled {
-            self.write_stalled = true;
-            arm(&mut self.write_timer, Instant::now() + self.deadlines.write);
-        }
-        // Always `Some` here: armed above, on this stall or an earlier one.
-        let Some(timer) = self.write_timer.as_mut() else {
-            return Poll::Pending;
-        };
-        ready!(timer.as_mut().poll(cx));
+        let write_timeout = self.deadlines.write;
+        let deadline = *self
+            .write_stall_deadline
+            .get_or_insert_with(|| Instant::now() + write_timeout);
+        ready!(poll_deadline(&mut self.write_timer, deadline, cx));
+        self.record_write_timeout();
+        Poll::Ready(())
+    }
+
+    /// Counts a connection lost to a stalled write, and the subscribers it
+    /// carried. The kernel can get there first (`TCP_USER_TIMEOUT` is set to
+    /// `write_timeout` too, for peers that vanished): same verdict, same count.
+    pub fn record_write_timeout(&mut self) {
         self.timed_out = true;
         self.metrics.connection_timed_out(ConnectionTimeout::Write);
         let n_dropped = self.connection.open_subscriptions();
@@ -171,21 +178,33 @@ impl<T> DeadlineIo<T> {
                 "dropped slow subscriber: socket accepted nothing for write_timeout"
             );
         }
-        Poll::Ready(())
     }
 
     fn write_progress(&mut self) {
-        self.write_stalled = false;
+        self.write_stall_deadline = None;
     }
 }
 
-/// Points `timer` at `deadline`, allocating it on first use.
-fn arm(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> &mut Pin<Box<Sleep>> {
+/// `Ready` once `deadline` has passed. The timer is allocated on first use and
+/// never moved later on the way: a timer-wheel update per request would cost
+/// more than the request. A timer left at an earlier deadline fires early and
+/// is moved then.
+fn poll_deadline(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
     let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-    if sleep.deadline() != deadline {
+    if sleep.deadline() > deadline {
         sleep.as_mut().reset(deadline);
     }
-    sleep
+    loop {
+        ready!(sleep.as_mut().poll(cx));
+        if Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        sleep.as_mut().reset(deadline);
+    }
 }
 
 fn timed_out_error() -> io::Error {
@@ -231,6 +250,10 @@ impl<T: AsyncWrite + Unpin> DeadlineIo<T> {
             return Poll::Ready(Err(timed_out_error()));
         }
         match op(Pin::new(&mut self.inner), cx) {
+            Poll::Ready(Err(err)) if err.kind() == io::ErrorKind::TimedOut => {
+                self.record_write_timeout();
+                Poll::Ready(Err(err))
+            }
             Poll::Ready(result) => {
                 self.write_progress();
                 Poll::Ready(result)

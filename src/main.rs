@@ -15,6 +15,21 @@ const EXIT_CONFIG: u8 = 64;
 /// short queue turns into SYN retries a second apart.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// A multi-thread runtime, or a single-thread one when the process may use
+/// one CPU only (`taskset`, a CPU quota): one worker would only add the
+/// cross-thread queues' overhead to every task wake.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let n_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match n_cpus {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+}
+
 fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
         std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -56,10 +71,7 @@ fn main() -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("ssegate: cannot start the runtime: {err}");

@@ -103,7 +103,7 @@ impl Registry {
             // Encoded before the topic lock is taken; only the id is patched
             // in under it.
             let template = event_template(ID_LEN, event_type, data);
-            match topic.append(&self.sequence, template, Instant::now()) {
+            match topic.append(&self.sequence, template, started) {
                 Ok(appended) => {
                     self.metrics.event_published(started.elapsed());
                     return Ok(Published {

@@ -26,9 +26,10 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::connection::ConnectionState;
 use crate::http;
+use crate::http::direct::{self, Peek};
 use crate::id::RunEpoch;
 use crate::io::{DeadlineIo, Deadlines};
-use crate::metrics::Metrics;
+use crate::metrics::{ConnectionTimeout, Metrics};
 use crate::registry::{Limits, Registry};
 use crate::shutdown::{self, Shutdown};
 use crate::sse::encode::retry_frame;
@@ -205,46 +206,136 @@ impl Acceptor<'_> {
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let config = &self.state.config;
         configure_socket(&stream, config);
-        let connection = ConnectionState::new();
-        let deadlines = Deadlines {
-            first_request: config.first_request_timeout,
-            header_read: config.header_read_timeout,
-            keep_alive: config.keep_alive_timeout,
-            write: config.write_timeout,
-        };
-        let io = DeadlineIo::new(
+        let accepted = Accepted {
             stream,
-            Arc::clone(&connection),
-            Arc::clone(&self.state.metrics),
-            deadlines,
-        );
+            accepted_at: Instant::now(),
+            connection: ConnectionState::new(),
+            deadlines: Deadlines {
+                first_request: config.first_request_timeout,
+                header_read: config.header_read_timeout,
+                keep_alive: config.keep_alive_timeout,
+                write: config.write_timeout,
+            },
+            state: self.state.clone(),
+            builder: Arc::clone(&self.builder),
+            watcher: self.graceful.watcher(),
+        };
         let gauge = ConnectionGauge::open(Arc::clone(&self.state.metrics));
-        let builder = Arc::clone(&self.builder);
-        let state = self.state.clone();
-        let tls = self.tls.clone();
-        let watcher = self.graceful.watcher();
-        let span = tracing::debug_span!("connection", client.addr = %peer);
-        tokio::spawn(
-            async move {
-                let _gauge = gauge;
-                match tls {
-                    None => serve_connection(&builder, io, state, connection, watcher).await,
-                    // The first-request deadline of `DeadlineIo` bounds the handshake.
-                    Some(tls) => match tls.accept(io).await {
-                        Ok(io) => serve_connection(&builder, io, state, connection, watcher).await,
-                        Err(err) => tracing::debug!(cause = %err, "TLS handshake failed"),
-                    },
-                }
+        // Separate task types, not one future with a `match`: a future is as
+        // large as its largest state, and a TLS session is kilobytes that
+        // every plain-text connection would otherwise carry. The span costs a
+        // little on every poll, so connections only get one when debug logs
+        // are on.
+        match (self.tls.clone(), tracing::enabled!(tracing::Level::DEBUG)) {
+            (None, false) => spawn(with_gauge(gauge, serve_plain(accepted))),
+            (None, true) => {
+                let span = tracing::debug_span!("connection", client.addr = %peer);
+                spawn(with_gauge(gauge, serve_plain(accepted)).instrument(span))
             }
-            .instrument(span),
-        );
+            (Some(tls), _) => {
+                let span = tracing::debug_span!("connection", client.addr = %peer);
+                spawn(with_gauge(gauge, serve_tls(accepted, tls)).instrument(span))
+            }
+        }
+    }
+}
+
+fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+    tokio::spawn(task);
+}
+
+/// One accepted connection and everything serving it needs.
+struct Accepted {
+    stream: TcpStream,
+    accepted_at: Instant,
+    connection: Arc<ConnectionState>,
+    deadlines: Deadlines,
+    state: AppState,
+    builder: Arc<Builder>,
+    watcher: Watcher,
+}
+
+/// Runs `serve`, keeping the connection counted until it ends.
+async fn with_gauge(gauge: ConnectionGauge, serve: impl Future<Output = ()>) {
+    let _gauge = gauge;
+    serve.await;
+}
+
+/// A plain-text connection: a subscribe on HTTP/1.1 is served directly
+/// (`http::direct`), everything else by hyper.
+async fn serve_plain(accepted: Accepted) {
+    let first_request_deadline = accepted.accepted_at + accepted.deadlines.first_request;
+    let opened = match direct::peek_subscribe(&accepted.stream, first_request_deadline).await {
+        Peek::TimedOut => {
+            let metrics = &accepted.state.metrics;
+            metrics.connection_timed_out(ConnectionTimeout::FirstRequest);
+            tracing::debug!("closing connection: no complete request head in time");
+            return;
+        }
+        Peek::Subscribe { request, head_len } => {
+            direct::open(&request, head_len, &accepted.state, &accepted.connection)
+        }
+        Peek::Other => None,
+    };
+    let Accepted {
+        stream,
+        accepted_at,
+        connection,
+        deadlines,
+        state,
+        builder,
+        watcher,
+    } = accepted;
+    let metrics = Arc::clone(&state.metrics);
+    let io = DeadlineIo::new(
+        stream,
+        Arc::clone(&connection),
+        metrics,
+        deadlines,
+        accepted_at,
+    );
+    match opened {
+        Some(opened) => {
+            // Held until the stream ends, so the shutdown drain waits for it.
+            let _watcher = watcher;
+            opened.serve(io).await;
+        }
+        // Boxed, so that a direct stream's task carries a pointer here rather
+        // than room for hyper's connection state.
+        None => Box::pin(serve_connection(builder, io, state, connection, watcher)).await,
+    }
+}
+
+/// A TLS connection: the handshake (bounded by the first-request deadline of
+/// `DeadlineIo`), then hyper, HTTP/2 or HTTP/1.1 as ALPN decided.
+async fn serve_tls(accepted: Accepted, tls: TlsAcceptor) {
+    let Accepted {
+        stream,
+        accepted_at,
+        connection,
+        deadlines,
+        state,
+        builder,
+        watcher,
+    } = accepted;
+    let metrics = Arc::clone(&state.metrics);
+    let io = DeadlineIo::new(
+        stream,
+        Arc::clone(&connection),
+        metrics,
+        deadlines,
+        accepted_at,
+    );
+    match tls.accept(io).await {
+        Ok(io) => serve_connection(builder, io, state, connection, watcher).await,
+        Err(err) => tracing::debug!(cause = %err, "TLS handshake failed"),
     }
 }
 
 /// Serves one connection (HTTP/1.1 or HTTP/2, detected) over `io` until it
 /// ends, under the graceful-shutdown `watcher`.
 async fn serve_connection<T>(
-    builder: &Builder,
+    builder: Arc<Builder>,
     io: T,
     state: AppState,
     connection: Arc<ConnectionState>,

@@ -176,31 +176,36 @@ impl Subscription {
             return Batch::Lagged;
         }
         let cursor = position.cursor;
-        let (mut n_events, mut n_bytes, mut last_seq, mut n_replayed) = (0, 0, cursor, 0);
-        for event in view.ring().after(cursor) {
-            if n_events > 0 && n_bytes + event.frame.len() > max_bytes {
-                break;
-            }
-            (n_events, n_bytes, last_seq) = (n_events + 1, n_bytes + event.frame.len(), event.seq);
-            n_replayed += usize::from(position.is_replay(event.seq));
-        }
-        if n_events == 0 {
+        // Most polls find nothing new: answer that without a search.
+        if view.ring().last_seq().is_none_or(|last| last <= cursor) {
             view.park(subscribed.key, waker);
             return Batch::Idle;
         }
-        let frames = {
-            let mut chosen = view.ring().after(cursor).take(n_events);
-            if n_events == 1 {
+        let (frames, n_events, last_seq, n_replayed) = {
+            let mut events = view.ring().after(cursor).peekable();
+            let Some(first) = events.next() else {
+                return Batch::Idle;
+            };
+            let (mut n_events, mut last_seq) = (1, first.seq);
+            let mut n_replayed = usize::from(position.is_replay(first.seq));
+            let frames = match events.peek() {
                 // One event: share the published frame itself, no copy.
-                chosen
-                    .next()
-                    .map(|event| event.frame.clone())
-                    .unwrap_or_default()
-            } else {
-                let mut buf = BytesMut::with_capacity(n_bytes);
-                chosen.for_each(|event| buf.extend_from_slice(&event.frame));
-                buf.freeze()
-            }
+                None => first.frame.clone(),
+                Some(_) => {
+                    let mut buf = BytesMut::with_capacity(max_bytes.min(16 * first.frame.len()));
+                    buf.extend_from_slice(&first.frame);
+                    for event in events {
+                        if buf.len() + event.frame.len() > max_bytes {
+                            break;
+                        }
+                        buf.extend_from_slice(&event.frame);
+                        (n_events, last_seq) = (n_events + 1, event.seq);
+                        n_replayed += usize::from(position.is_replay(event.seq));
+                    }
+                    buf.freeze()
+                }
+            };
+            (frames, n_events, last_seq, n_replayed)
         };
         drop(view);
         position.cursor = last_seq;

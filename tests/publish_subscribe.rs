@@ -158,3 +158,25 @@ async fn ids_are_totally_ordered_across_topics() {
     sorted.dedup();
     assert_eq!(ids, sorted, "ids grow in publish order, as strings too");
 }
+
+#[tokio::test]
+async fn subscribes_that_hyper_answers_work_the_same() {
+    // A head too large to be served directly, and HTTP/2: both through hyper.
+    let server = TestServer::start(config()).await;
+    let response = common::client()
+        .get(server.url("/subscribe/paths"))
+        .header("X-Padding", "p".repeat(6000))
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut over_h2 =
+        Subscriber::open_with(&common::h2_client(), &server.url("/subscribe/paths"), None).await;
+    let mut raw = RawSubscriber::from_response(response);
+    let published = publish(&server, "paths", "both").await;
+    assert_eq!(published.subscribers, 2);
+    let expected = format!("retry: 3000\n\nid: {}\ndata: both\n\n", published.id);
+    assert_eq!(String::from_utf8_lossy(raw.read_frames(2).await), expected);
+    assert_eq!(over_h2.next().await.data, "both");
+}

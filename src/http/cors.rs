@@ -29,8 +29,7 @@ pub fn allow_origin(headers: &HeaderMap, allowed: &[String]) -> Option<AllowOrig
 }
 
 /// Adds the CORS response headers for an allowed origin.
-pub fn decorate(response: &mut HttpResponse, allow: &AllowOrigin) {
-    let headers = response.headers_mut();
+pub fn decorate(headers: &mut HeaderMap, allow: &AllowOrigin) {
     match allow {
         AllowOrigin::Any => {
             headers.insert(

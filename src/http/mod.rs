@@ -6,6 +6,9 @@
 //! adds CORS headers on the publish and subscribe endpoints, and counts the
 //! response.
 //!
+//! `direct` answers plain-text HTTP/1.1 subscribes without hyper; everything
+//! else comes through `handle`.
+//!
 //! Routes: `POST /publish/{topic}`, `GET /subscribe/{topic}`,
 //! `GET /subscribe?topic=..`, `OPTIONS` on both (preflight), `GET /metrics`,
 //! `GET /healthz`, `GET /readyz`. Anything else is 404, or 405 with `Allow`
@@ -14,6 +17,7 @@
 mod auth;
 pub mod body;
 mod cors;
+pub mod direct;
 mod ops;
 mod publish;
 mod query;
@@ -105,7 +109,7 @@ pub async fn handle(
         reply::error(&err)
     });
     if let Some(allow_origin) = &allow_origin {
-        cors::decorate(&mut response, allow_origin);
+        cors::decorate(response.headers_mut(), allow_origin);
     }
     state.metrics.response_sent(response.status().as_str());
     response.body_mut().hold(in_flight);

@@ -18,6 +18,14 @@ use crate::topic::name::TopicName;
 
 const USAGE: &str = "/subscribe/<topic> or /subscribe?topic=<a>&topic=<b>";
 
+/// The headers of every event-stream response.
+pub const STREAM_HEADERS: [(header::HeaderName, &str); 3] = [
+    (header::CONTENT_TYPE, "text/event-stream"),
+    (header::CACHE_CONTROL, "no-cache"),
+    (header::HeaderName::from_static("x-accel-buffering"), "no"),
+];
+
+/// Answers a subscribe through hyper: `200` with the `EventStream` as body.
 /// `path_topic` is what follows `/subscribe/`, `None` for bare `/subscribe`.
 pub fn handle<B>(
     req: &Request<B>,
@@ -25,6 +33,26 @@ pub fn handle<B>(
     state: &AppState,
     connection: &Arc<ConnectionState>,
 ) -> Result<HttpResponse, ApiError> {
+    let stream = open(req, path_topic, state)?;
+    let mut response = Response::new(ResponseBody::events(
+        stream,
+        connection.subscription_opened(),
+    ));
+    for (name, value) in STREAM_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    Ok(response)
+}
+
+/// Validates a subscribe request and opens its subscription; shared by the
+/// hyper path and `http::direct`.
+pub fn open<B>(
+    req: &Request<B>,
+    path_topic: Option<&str>,
+    state: &AppState,
+) -> Result<EventStream, ApiError> {
     if state.shutdown.is_shutdown() {
         return Err(ApiError::ShuttingDown);
     }
@@ -38,25 +66,13 @@ pub fn handle<B>(
         .registry
         .subscribe(&topics, resume_id.as_deref())
         .map_err(ApiError::from)?;
-    let stream = EventStream::new(
+    Ok(EventStream::new(
         subscription,
         state.retry_frame.clone(),
         state.stream_settings,
         state.shutdown.clone(),
         Arc::clone(&state.metrics),
-    );
-    let mut response = Response::new(ResponseBody::events(
-        stream,
-        connection.subscription_opened(),
-    ));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    ))
 }
 
 /// The distinct topics of the request, validated, in the order given.

@@ -139,14 +139,20 @@ impl EventStream {
     }
 
     /// `Ready` when the stream has been quiet for a whole heartbeat interval.
+    ///
+    /// Writes do not move the timer (a timer-wheel update per event would
+    /// cost more than the rest of a delivery): it fires at the old deadline,
+    /// and is moved then to a full interval after the last write.
     fn poll_heartbeat(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let due = self.last_write + self.settings.heartbeat_interval;
-        if Instant::now() >= due {
-            return Poll::Ready(());
-        }
-        if self.heartbeat.deadline() != due {
+        loop {
+            if self.heartbeat.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= due {
+                return Poll::Ready(());
+            }
             self.heartbeat.as_mut().reset(due);
         }
-        self.heartbeat.as_mut().poll(cx)
     }
 }

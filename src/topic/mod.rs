@@ -47,6 +47,9 @@ struct TopicState {
     /// Whether any event was ever appended; a topic that only ever had
     /// subscribers is forgotten as soon as the last one leaves.
     had_events: bool,
+    /// The wakers of one append, kept between appends so that waking a
+    /// crowd allocates nothing.
+    spare_wakers: Vec<Waker>,
     /// Set by the registry under this lock when it removes the topic. Whoever
     /// still holds an `Arc` to a removed topic must look the name up again,
     /// or an append would be lost.
@@ -102,6 +105,7 @@ impl Topic {
                 waiters: Slab::new(),
                 last_active: now,
                 had_events: false,
+                spare_wakers: Vec::new(),
                 removed: false,
             }),
         }
@@ -149,7 +153,7 @@ impl Topic {
             let n_subscribers = state.waiters.len();
             (Appended { seq, n_subscribers }, state.take_wakers())
         };
-        wakers.into_iter().for_each(Waker::wake);
+        self.wake(wakers);
         Ok(appended)
     }
 
@@ -186,7 +190,19 @@ impl Topic {
     /// Wakes every parked subscriber, e.g. so that it notices shutdown.
     pub fn wake_all(&self) {
         let wakers = self.lock().take_wakers();
-        wakers.into_iter().for_each(Waker::wake);
+        self.wake(wakers);
+    }
+
+    /// Wakes `wakers` with no lock held, then keeps the buffer for next time.
+    fn wake(&self, mut wakers: Vec<Waker>) {
+        if wakers.capacity() == 0 {
+            return;
+        }
+        wakers.drain(..).for_each(Waker::wake);
+        let mut state = self.lock();
+        if state.spare_wakers.capacity() < wakers.capacity() {
+            state.spare_wakers = wakers;
+        }
     }
 
     /// Expires old events and decides whether the topic has been idle long
@@ -242,10 +258,9 @@ impl TopicState {
     }
 
     fn take_wakers(&mut self) -> Vec<Waker> {
-        self.waiters
-            .iter_mut()
-            .filter_map(|(_, slot)| slot.take())
-            .collect()
+        let mut wakers = std::mem::take(&mut self.spare_wakers);
+        wakers.extend(self.waiters.iter_mut().filter_map(|(_, slot)| slot.take()));
+        wakers
     }
 }
 

@@ -202,6 +202,10 @@ impl RawSubscriber {
             .await
             .expect("subscribe");
         assert_eq!(response.status(), 200);
+        RawSubscriber::from_response(response)
+    }
+
+    pub fn from_response(response: reqwest::Response) -> RawSubscriber {
         RawSubscriber {
             body: Box::pin(response.bytes_stream()),
             received: Vec::new(),

@@ -13,6 +13,10 @@ pub struct PublishLoad {
 }
 
 /// `oha -m POST` with a 100-byte body on `n_connections` for `seconds`.
+///
+/// oha gets one worker thread: it runs on one core, and by default it starts
+/// one thread per physical core, whose time-slicing on that one core (4 ms
+/// scheduler ticks) then shows up as the p99 of whichever server it measures.
 pub fn run(
     oha: &Path,
     server: &Server,
@@ -21,7 +25,14 @@ pub fn run(
 ) -> Result<PublishLoad, String> {
     let url = format!("http://{}/publish/oha-bench", server.addr);
     let output = Command::new(oha)
-        .args(["-m", "POST", "-d", &"x".repeat(100)])
+        .args([
+            "--worker-threads",
+            "1",
+            "-m",
+            "POST",
+            "-d",
+            &"x".repeat(100),
+        ])
         .args([
             "-c",
             &n_connections.to_string(),

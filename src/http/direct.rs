@@ -1,0 +1,298 @@
+//! HTTP/1.1 subscribe requests answered straight on the socket, without hyper.
+//!
+//! Why: hyper keeps a read buffer (8 KiB, 16 KiB after the auto builder's
+//! protocol sniff) and an 8 KiB header buffer for the whole life of every
+//! HTTP/1 connection, and runs its dispatcher on every write. For an event
+//! stream that idles for hours or writes one small frame per event, that was
+//! most of the memory and most of the user-space CPU per subscriber (measured
+//! in `benches/README.md`). So a plain-text connection whose first bytes are a
+//! complete `GET /subscribe...` head is served here: the head is *peeked*, not
+//! read, and parsed with httparse (hyper's own parser). When the subscription
+//! opens, the head is consumed, the response head written, and the stream's
+//! chunks written as they come, the body delimited by closing the connection
+//! (as nchan does), so each chunk is one `write` of a shared frame.
+//!
+//! Everything else is left untouched on the socket for hyper, which answers it
+//! exactly as before: other requests, HTTP/2, heads that are incomplete, too
+//! large or malformed, and subscribes that are refused (hyper re-reads the
+//! head and gives the same status and reason). TLS connections never come here.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{HeaderMap, Method, Request, Uri, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::connection::{ConnectionState, InFlight, OpenSubscription};
+use crate::http::{Endpoint, cors, subscribe};
+use crate::io::DeadlineIo;
+use crate::sse::stream::EventStream;
+use crate::state::AppState;
+
+/// The largest request head taken on this path; larger ones go to hyper.
+const MAX_HEAD_BYTES: usize = 4096;
+/// Headers parsed at most; a request with more goes to hyper.
+const MAX_HEADERS: usize = 32;
+/// Pause between two looks at a head that has not fully arrived yet.
+const PARTIAL_HEAD_PAUSE: Duration = Duration::from_millis(5);
+
+/// What the first bytes of a connection are.
+pub enum Peek {
+    /// A complete HTTP/1.1 `GET /subscribe...` head of `head_len` bytes.
+    Subscribe {
+        request: Box<Request<()>>,
+        head_len: usize,
+    },
+    /// Anything else: hyper's to answer.
+    Other,
+    /// Nothing complete arrived before the first-request deadline.
+    TimedOut,
+}
+
+/// Looks at the start of `stream` without consuming it, waiting for the head
+/// to arrive until `deadline`.
+pub async fn peek_subscribe(stream: &TcpStream, deadline: Instant) -> Peek {
+    let mut buf = vec![0u8; MAX_HEAD_BYTES];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Err(_elapsed) => return Peek::TimedOut,
+            Ok(Err(_)) | Ok(Ok(0)) => return Peek::Other,
+            Ok(Ok(n)) => n,
+        };
+        match parse_head(&buf[..n]) {
+            Parsed::Subscribe(request, head_len) => return Peek::Subscribe { request, head_len },
+            Parsed::Other => return Peek::Other,
+            Parsed::Partial if n == buf.len() => return Peek::Other,
+            Parsed::Partial => {
+                if Instant::now() + PARTIAL_HEAD_PAUSE >= deadline {
+                    return Peek::TimedOut;
+                }
+                tokio::time::sleep(PARTIAL_HEAD_PAUSE).await;
+            }
+        }
+    }
+}
+
+enum Parsed {
+    Subscribe(Box<Request<()>>, usize),
+    Partial,
+    Other,
+}
+
+fn parse_head(bytes: &[u8]) -> Parsed {
+    const PREFIX: &[u8] = b"GET /subscribe";
+    let n_prefix = bytes.len().min(PREFIX.len());
+    if bytes[..n_prefix] != PREFIX[..n_prefix] {
+        return Parsed::Other;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(bytes) {
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Ok(httparse::Status::Complete(head_len)) => match to_request(&parsed) {
+            Some(request) => Parsed::Subscribe(Box::new(request), head_len),
+            None => Parsed::Other,
+        },
+        Err(_) => Parsed::Other,
+    }
+}
+
+/// A `Request` for a plain GET/1.1 without a body, or `None` for anything
+/// this path leaves to hyper.
+fn to_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
+    if parsed.method != Some("GET") || parsed.version != Some(1) {
+        return None;
+    }
+    let uri: Uri = parsed.path?.parse().ok()?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for header in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        let body_follows = name == hyper::header::TRANSFER_ENCODING
+            || (name == hyper::header::CONTENT_LENGTH && header.value != b"0");
+        if body_follows || name == hyper::header::UPGRADE {
+            return None;
+        }
+        headers.append(name, HeaderValue::from_bytes(header.value).ok()?);
+    }
+    let mut request = Request::new(());
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Some(request)
+}
+
+/// A subscription opened for a peeked request, ready to be served.
+pub struct Opened {
+    stream: EventStream,
+    response_head: Bytes,
+    head_len: usize,
+    _in_flight: InFlight,
+    _open_subscription: OpenSubscription,
+}
+
+/// Opens the subscription `request` asks for. `None` when it is refused: the
+/// head is still on the socket, and hyper will answer it.
+pub fn open(
+    request: &Request<()>,
+    head_len: usize,
+    state: &AppState,
+    connection: &Arc<ConnectionState>,
+) -> Option<Opened> {
+    let Some(Endpoint::Subscribe(path_topic)) = Endpoint::of(request.uri().path()) else {
+        return None;
+    };
+    let stream = subscribe::open(request, path_topic, state).ok()?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in subscribe::STREAM_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if let Some(allow) = cors::allow_origin(request.headers(), &state.config.cors_allowed_origins) {
+        cors::decorate(&mut headers, &allow);
+    }
+    state.metrics.response_sent("200");
+    Some(Opened {
+        stream,
+        response_head: response_head(&headers),
+        head_len,
+        _in_flight: connection.request_started(false),
+        _open_subscription: connection.subscription_opened(),
+    })
+}
+
+/// `200 OK` with `headers`, the body ending when the connection closes.
+fn response_head(headers: &HeaderMap) -> Bytes {
+    let mut head = BytesMut::with_capacity(256);
+    head.put_slice(b"HTTP/1.1 200 OK\r\n");
+    for (name, value) in headers {
+        head.put_slice(name.as_str().as_bytes());
+        head.put_slice(b": ");
+        head.put_slice(value.as_bytes());
+        head.put_slice(b"\r\n");
+    }
+    head.put_slice(b"connection: close\r\n\r\n");
+    head.freeze()
+}
+
+impl Opened {
+    /// Consumes the request head, writes the response head, then every chunk
+    /// of the stream until it ends (shutdown, lag) or the client goes away.
+    /// Stalled writes fail through `DeadlineIo`'s write timeout.
+    pub async fn serve(mut self, mut io: DeadlineIo<TcpStream>) {
+        let mut request_head = vec![0u8; self.head_len];
+        if io.read_exact(&mut request_head).await.is_err() {
+            return;
+        }
+        drop(request_head);
+        if io.write_all(&self.response_head).await.is_err() {
+            return;
+        }
+        loop {
+            match std::future::poll_fn(|cx| self.poll_next(cx, io.get_ref())).await {
+                Next::Chunk(chunk) => {
+                    if io.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                Next::End => break,
+                Next::Client => match client_activity(io.get_ref()) {
+                    ClientActivity::Sent => {}
+                    ClientActivity::Closed => return,
+                    ClientActivity::TimedOut => {
+                        io.record_write_timeout();
+                        return;
+                    }
+                },
+            }
+        }
+        // The stream ended on our side: a FIN tells the client at once.
+        let _ = io.shutdown().await;
+    }
+}
+
+impl Opened {
+    /// The next thing to do: write a chunk, end, or look at the client.
+    fn poll_next(&mut self, cx: &mut Context<'_>, socket: &TcpStream) -> Poll<Next> {
+        if let Poll::Ready(chunk) = self.stream.poll_next_chunk(cx) {
+            return Poll::Ready(chunk.map_or(Next::End, Next::Chunk));
+        }
+        socket.poll_read_ready(cx).map(|_| Next::Client)
+    }
+}
+
+enum Next {
+    Chunk(Bytes),
+    End,
+    /// The socket is readable: the client sent something, closed or failed.
+    Client,
+}
+
+/// What the client did while its stream was open.
+enum ClientActivity {
+    /// It sent bytes, which an event stream has no use for: dropped.
+    Sent,
+    /// It closed the connection or it failed.
+    Closed,
+    /// The kernel gave up on it (`TCP_USER_TIMEOUT`): a write timeout.
+    TimedOut,
+}
+
+fn client_activity(socket: &TcpStream) -> ClientActivity {
+    let mut sink = [0u8; 64];
+    match socket.try_read(&mut sink) {
+        Ok(0) => ClientActivity::Closed,
+        Ok(_) => ClientActivity::Sent,
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => ClientActivity::Sent,
+        Err(err) if err.kind() == std::io::ErrorKind::TimedOut => ClientActivity::TimedOut,
+        Err(_) => ClientActivity::Closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(head: &str, expect: &str) {
+        let kind = match parse_head(head.as_bytes()) {
+            Parsed::Subscribe(request, len) => {
+                assert_eq!(len, head.len());
+                format!("subscribe {}", request.uri())
+            }
+            Parsed::Partial => "partial".into(),
+            Parsed::Other => "other".into(),
+        };
+        assert_eq!(kind, expect, "{head:?}");
+    }
+
+    #[test]
+    fn only_complete_plain_subscribe_heads_are_taken() {
+        check(
+            "GET /subscribe/a HTTP/1.1\r\nHost: x\r\n\r\n",
+            "subscribe /subscribe/a",
+        );
+        check(
+            "GET /subscribe?topic=a HTTP/1.1\r\n\r\n",
+            "subscribe /subscribe?topic=a",
+        );
+        check("GET /subscribe/a HTTP/1.1\r\nHost: x\r\n", "partial");
+        check("GET /subsc", "partial");
+        check("GET /healthz HTTP/1.1\r\n\r\n", "other");
+        check("POST /subscribe/a HTTP/1.1\r\n\r\n", "other");
+        check("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "other");
+        check("GET /subscribe/a HTTP/1.0\r\n\r\n", "other");
+        check(
+            "GET /subscribe/a HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            "other",
+        );
+        check(
+            "GET /subscribe/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "other",
+        );
+        check("GET /subscribe/a HTTP/1.1\r\nBad Header\r\n\r\n", "other");
+    }
+}
