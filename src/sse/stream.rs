@@ -37,6 +37,8 @@ pub struct EventStream {
     /// any, is decided at that moment (see `Subscription::take_opening_gap`).
     retry: Option<Bytes>,
     heartbeat: Pin<Box<Sleep>>,
+    /// The heartbeat timer has this stream's waker and has not fired yet.
+    heartbeat_armed: bool,
     last_write: Instant,
     settings: StreamSettings,
     shutdown: Shutdown,
@@ -57,6 +59,7 @@ impl EventStream {
             subscription,
             retry: Some(retry),
             heartbeat: Box::pin(tokio::time::sleep_until(now + settings.heartbeat_interval)),
+            heartbeat_armed: false,
             last_write: now,
             settings,
             shutdown,
@@ -144,11 +147,18 @@ impl EventStream {
     /// cost more than the rest of a delivery): it fires at the old deadline,
     /// and is moved then to a full interval after the last write.
     fn poll_heartbeat(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Polled once, the timer stays registered with this stream's task
+        // until it fires; until then, a cheap look at its state will do.
+        if self.heartbeat_armed && !self.heartbeat.is_elapsed() {
+            return Poll::Pending;
+        }
         let due = self.last_write + self.settings.heartbeat_interval;
         loop {
             if self.heartbeat.as_mut().poll(cx).is_pending() {
+                self.heartbeat_armed = true;
                 return Poll::Pending;
             }
+            self.heartbeat_armed = false;
             if Instant::now() >= due {
                 return Poll::Ready(());
             }

@@ -130,8 +130,24 @@ impl Ring {
 
     /// Stored events with `seq > cursor`, oldest first.
     pub fn after(&self, cursor: u64) -> impl Iterator<Item = &StoredEvent> {
-        let start = self.events.partition_point(|event| event.seq <= cursor);
-        self.events.range(start..)
+        self.events.range(self.first_after(cursor)..)
+    }
+
+    /// Index of the first event with `seq > cursor`. A live subscriber is at
+    /// most a few events behind, so look back from the newest before falling
+    /// back to a binary search.
+    fn first_after(&self, cursor: u64) -> usize {
+        const LOOK_BACK: usize = 8;
+        let n = self.events.len();
+        for (back, event) in self.events.iter().rev().take(LOOK_BACK).enumerate() {
+            if event.seq <= cursor {
+                return n - back;
+            }
+        }
+        if n <= LOOK_BACK {
+            return 0;
+        }
+        self.events.partition_point(|event| event.seq <= cursor)
     }
 
     pub fn len(&self) -> usize {
@@ -187,9 +203,23 @@ mod tests {
         assert_eq!(seqs_after(&ring, 6), vec![9, 11]);
         assert_eq!(seqs_after(&ring, 7), vec![9, 11]);
         assert_eq!(seqs_after(&ring, 11), Vec::<u64>::new());
+        assert_eq!(seqs_after(&ring, 12), Vec::<u64>::new());
         // A reader at 5 has missed nothing; a reader at 4 has missed seq 5.
         assert!(ring.floor() <= 5);
         assert!(ring.floor() > 4);
+    }
+
+    #[test]
+    fn after_finds_the_same_events_near_the_end_and_far_back() {
+        let now = Instant::now();
+        let mut ring = Ring::new(100, usize::MAX, 0);
+        for seq in (2..=60).step_by(2) {
+            ring.push(event(seq, now));
+        }
+        for cursor in 0..=62 {
+            let expected: Vec<u64> = (2..=60).step_by(2).filter(|&s| s > cursor).collect();
+            assert_eq!(seqs_after(&ring, cursor), expected, "cursor {cursor}");
+        }
     }
 
     #[test]
