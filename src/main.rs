@@ -15,19 +15,16 @@ const EXIT_CONFIG: u8 = 64;
 /// short queue turns into SYN retries a second apart.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// A multi-thread runtime, or a single-thread one when the process may use
-/// one CPU only (`taskset`, a CPU quota): one worker would only add the
-/// cross-thread queues' overhead to every task wake.
+/// The multi-thread runtime, one worker per CPU the process may use, even
+/// when that is one: its scheduler runs a task woken by I/O next (the LIFO
+/// slot), so a publish is read at once instead of queueing behind the
+/// thousands of subscriber wakes of the previous event, which is what a
+/// first-in-first-out current-thread scheduler does (measured: broadcast
+/// saturation fell from 1.4M to 0.2M deliveries/s, one event per round).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let n_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    match n_cpus {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        _ => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
