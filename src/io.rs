@@ -135,7 +135,7 @@ impl<T> DeadlineIo<T> {
 
     /// Polls the read deadline; `Ready` means it fired.
     fn poll_read_deadline(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionTimeout> {
-        if self.phase != Phase::Unbounded {
+        if !matches!(self.phase, Phase::Unbounded | Phase::Idle { .. }) {
             // hyper reads again only when woken; the end of the last response
             // in flight wakes it here, so that `Idle` starts on time.
             self.connection.park_reader(cx.waker());

@@ -54,7 +54,10 @@ pub struct Published {
 }
 
 pub struct Registry {
-    topics: DashMap<TopicName, Arc<Topic>>,
+    /// Keyed with a randomly seeded fast hash: topic names come from
+    /// clients, so the hash must resist collisions, and SipHash cost more
+    /// than the rest of a lookup.
+    topics: DashMap<TopicName, Arc<Topic>, ahash::RandomState>,
     sequence: Sequence,
     limits: Limits,
     policy: Arc<BufferPolicy>,
@@ -74,7 +77,7 @@ impl Registry {
             limits.max_buffered_bytes,
         );
         Registry {
-            topics: DashMap::new(),
+            topics: DashMap::with_hasher(ahash::RandomState::new()),
             sequence: Sequence::new(epoch),
             policy: Arc::new(policy),
             limits,

@@ -45,11 +45,12 @@ pub async fn handle(
         .registry
         .publish(&topic, event_type.as_deref(), data)
         .map_err(ApiError::from)?;
-    let id = String::from_utf8_lossy(&published.id);
+    // Ids are hex digits and a dash, always ASCII.
+    let id = std::str::from_utf8(&published.id).unwrap_or_default();
     Ok(reply::json(
         StatusCode::OK,
         &PublishReply {
-            id: &id,
+            id,
             topic: topic.as_str(),
             subscribers: published.n_subscribers,
         },

@@ -50,6 +50,11 @@ struct Args {
     /// Scales every subscriber count (0.1 for a quick smoke run).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Rounds of the fixed-rate workloads, servers taking turns; the table
+    /// shows medians. Their latency and per-delivery CPU are the noisiest
+    /// figures on a shared machine.
+    #[arg(long, default_value_t = 3)]
+    fixed_rounds: usize,
     /// Seconds per saturation step.
     #[arg(long, default_value_t = 4)]
     step_seconds: u64,
@@ -97,12 +102,21 @@ fn main() {
 async fn run_all(args: &Args) -> Result<Results, String> {
     let clock = Clock::new();
     let mut results = Results::default();
-    for name in &args.servers {
-        for workload in &args.workloads {
-            eprintln!("== {name}: {workload}");
-            let server = start(args, name)?;
-            run_workload(args, &server, workload, clock, &mut results).await?;
-            drop(server);
+    // Servers take turns workload by workload (and round by round for the
+    // fixed rates), so that both see the same spell of the machine.
+    for workload in &args.workloads {
+        let rounds = if workload == "fixed" {
+            args.fixed_rounds
+        } else {
+            1
+        };
+        for round in 1..=rounds {
+            for name in &args.servers {
+                eprintln!("== {name}: {workload} (round {round} of {rounds})");
+                let server = start(args, name)?;
+                run_workload(args, &server, workload, clock, &mut results).await?;
+                drop(server);
+            }
         }
     }
     Ok(results)
@@ -160,12 +174,12 @@ async fn run_workload(
             let fixed =
                 workloads::fanout_step(server, broadcast, 2.0, duration, "fixed-bc", clock).await?;
             workloads::report_step(server.name, "fixed-bc", &fixed);
-            entry.fixed_broadcast = Some(fixed);
+            entry.fixed_broadcast.push(fixed);
             let fixed =
                 workloads::fanout_step(server, many_topics, 1000.0, duration, "fixed-mt", clock)
                     .await?;
             workloads::report_step(server.name, "fixed-mt", &fixed);
-            entry.fixed_many_topics = Some(fixed);
+            entry.fixed_many_topics.push(fixed);
         }
         "idle" => {
             let idle =
