@@ -82,6 +82,10 @@ struct Position {
     replay_through: u64,
     resume_id: String,
     gap_pending: bool,
+    /// Single topic only: the waker is parked in the topic and the cursor is
+    /// at the newest event, so until the topic's `last_seq` moves there is
+    /// nothing to read, and a poll can say so without taking the lock.
+    parked_at_head: bool,
     /// The stream has written its opening (`retry:` and any `gap`); from
     /// then on a new loss ends the stream instead of joining the `gap`.
     opened_stream: bool,
@@ -132,6 +136,7 @@ impl Subscription {
             replay_through: start.replay_through,
             resume_id: start.resume_id,
             gap_pending: start.gap,
+            parked_at_head: false,
             opened_stream: false,
         };
         self.opened = true;
@@ -171,14 +176,24 @@ impl Subscription {
             topics, position, ..
         } = self;
         let subscribed = &topics[0];
+        // The waker parked with the last read is still in the topic (only an
+        // append takes it, and an append moves `last_seq`; shutdown's
+        // `wake_all` is caught by the stream's flag). This stream is always
+        // polled by the same task, so that waker is still the right one.
+        if position.parked_at_head && subscribed.topic.last_seq() <= position.cursor {
+            return Batch::Idle;
+        }
+        position.parked_at_head = false;
         let mut view = subscribed.topic.view();
         if position.must_drop(view.ring().floor()) {
             return Batch::Lagged;
         }
         let cursor = position.cursor;
         // Most polls find nothing new: answer that without a search.
-        if view.ring().last_seq().is_none_or(|last| last <= cursor) {
+        let newest = view.ring().last_seq().unwrap_or(0);
+        if newest <= cursor {
             view.park(subscribed.key, waker);
+            position.parked_at_head = true;
             return Batch::Idle;
         }
         let (frames, n_events, last_seq, n_replayed) = {
@@ -207,6 +222,12 @@ impl Subscription {
             };
             (frames, n_events, last_seq, n_replayed)
         };
+        if last_seq == newest {
+            // Everything is taken: park now, under this lock, so the poll
+            // after the write needs no lock to learn there is nothing more.
+            view.park(subscribed.key, waker);
+            position.parked_at_head = true;
+        }
         drop(view);
         position.cursor = last_seq;
         Batch::Events {
@@ -379,6 +400,51 @@ mod tests {
         assert_eq!(subscription.take_opening_gap(), None);
         assert!(matches!(
             subscription.next_batch(Waker::noop(), 1 << 20),
+            Batch::Idle
+        ));
+    }
+
+    /// A waker that counts its wakes.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_batch_that_takes_everything_stays_parked_and_the_next_append_wakes_it() {
+        let registry = registry(8);
+        let topic = TopicName::parse("t").expect("topic");
+        let mut subscription = registry
+            .subscribe(std::slice::from_ref(&topic), None)
+            .expect("subscribe");
+        let counter = Arc::new(CountingWaker(Default::default()));
+        let waker = Waker::from(Arc::clone(&counter));
+        let wakes = || counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        publish(&registry, &topic, "1");
+        assert_eq!(n_events(subscription.next_batch(&waker, 1 << 20)), 1);
+        // Parked with the batch: nothing new, so no lock and no event.
+        assert!(matches!(
+            subscription.next_batch(&waker, 1 << 20),
+            Batch::Idle
+        ));
+        publish(&registry, &topic, "2");
+        assert_eq!(
+            wakes(),
+            1,
+            "the append woke the waker parked with the batch"
+        );
+        assert_eq!(n_events(subscription.next_batch(&waker, 1 << 20)), 1);
+        // A batch cut by the budget does not park: there is more to read.
+        for body in ["3", "4"] {
+            publish(&registry, &topic, body);
+        }
+        assert_eq!(n_events(subscription.next_batch(&waker, 1)), 1);
+        assert_eq!(n_events(subscription.next_batch(&waker, 1)), 1);
+        assert!(matches!(
+            subscription.next_batch(&waker, 1 << 20),
             Batch::Idle
         ));
     }

@@ -77,6 +77,19 @@ async fn a_first_request_dripping_its_headers_is_closed() {
 }
 
 #[tokio::test]
+async fn a_subscribe_dripping_its_headers_is_closed_too() {
+    // A subscribe head is first peeked for the direct path; a drip sends it
+    // on to hyper, whose deadline still runs from accept.
+    let server = TestServer::start(short_deadlines()).await;
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    let answer = drip_head(&mut socket, b"GET /subscribe/drip HTTP/1.1\r\n").await;
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    let label = "ssegate_connection_timeouts_total{deadline=\"first_request\"}";
+    assert_eq!(metric(server.addr, label).await, 1.0);
+    assert_eq!(metric(server.addr, "ssegate_subscribers").await, 0.0);
+}
+
+#[tokio::test]
 async fn a_later_request_dripping_its_headers_is_closed() {
     let mut config = short_deadlines();
     config.first_request_timeout = Duration::from_secs(10);

@@ -13,8 +13,8 @@
 //! (as nchan does), so each chunk is one `write` of a shared frame.
 //!
 //! Everything else is left untouched on the socket for hyper, which answers it
-//! exactly as before: other requests, HTTP/2, heads that are incomplete, too
-//! large or malformed, and subscribes that are refused (hyper re-reads the
+//! exactly as before: other requests, HTTP/2, heads that are still incomplete
+//! after a short wait, too large or malformed, and subscribes that are refused (hyper re-reads the
 //! head and gives the same status and reason). TLS connections never come here.
 
 use std::sync::Arc;
@@ -38,7 +38,10 @@ use crate::state::AppState;
 const MAX_HEAD_BYTES: usize = 4096;
 /// Headers parsed at most; a request with more goes to hyper.
 const MAX_HEADERS: usize = 32;
-/// Pause between two looks at a head that has not fully arrived yet.
+/// A head that has not fully arrived gets this long, once, to complete (its
+/// second packet is usually right behind); then hyper takes the connection.
+/// Peeking cannot wait for "more bytes", only sleep, so a client that drips
+/// its head must not keep this path polling.
 const PARTIAL_HEAD_PAUSE: Duration = Duration::from_millis(5);
 
 /// What the first bytes of a connection are.
@@ -58,6 +61,7 @@ pub enum Peek {
 /// to arrive until `deadline`.
 pub async fn peek_subscribe(stream: &TcpStream, deadline: Instant) -> Peek {
     let mut buf = vec![0u8; MAX_HEAD_BYTES];
+    let mut waited_for_rest = false;
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Err(_elapsed) => return Peek::TimedOut,
@@ -67,12 +71,13 @@ pub async fn peek_subscribe(stream: &TcpStream, deadline: Instant) -> Peek {
         match parse_head(&buf[..n]) {
             Parsed::Subscribe(request, head_len) => return Peek::Subscribe { request, head_len },
             Parsed::Other => return Peek::Other,
-            Parsed::Partial if n == buf.len() => return Peek::Other,
+            Parsed::Partial if n == buf.len() || waited_for_rest => return Peek::Other,
             Parsed::Partial => {
                 if Instant::now() + PARTIAL_HEAD_PAUSE >= deadline {
                     return Peek::TimedOut;
                 }
                 tokio::time::sleep(PARTIAL_HEAD_PAUSE).await;
+                waited_for_rest = true;
             }
         }
     }

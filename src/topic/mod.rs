@@ -14,6 +14,7 @@ pub mod budget;
 pub mod name;
 pub mod ring;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
@@ -32,6 +33,10 @@ use ring::{Ring, StoredEvent};
 pub struct Topic {
     name: TopicName,
     policy: Arc<BufferPolicy>,
+    /// The sequence number of the newest event, stored under the lock after
+    /// each append. A parked subscriber compares it with its cursor to learn,
+    /// without the lock, that nothing new has come (see `Subscription`).
+    last_seq: AtomicU64,
     state: Mutex<TopicState>,
 }
 
@@ -100,6 +105,7 @@ impl Topic {
         Topic {
             name,
             policy,
+            last_seq: AtomicU64::new(0),
             state: Mutex::new(TopicState {
                 ring,
                 waiters: Slab::new(),
@@ -146,6 +152,7 @@ impl Topic {
                 published_at: now,
                 frame: template.finish(&id),
             });
+            self.last_seq.store(seq, Ordering::Release);
             self.policy.add(frame_len);
             self.policy.release(n_freed);
             state.last_active = now;
@@ -180,6 +187,12 @@ impl Topic {
         state.waiters.try_remove(key);
         state.last_active = now;
         state.waiters.is_empty() && !state.had_events
+    }
+
+    /// The newest event's sequence number (0 before the first), read without
+    /// the lock.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
     }
 
     /// Locks the topic for a subscriber's read.
