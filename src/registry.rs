@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::sse::encode::event_template;
 use crate::subscription::{Start, Subscribed, Subscription};
 use crate::topic::budget::BufferPolicy;
-use crate::topic::name::TopicName;
+use crate::topic::name::{TopicName, TopicStr};
 use crate::topic::{AppendError, Retired, Topic};
 
 /// The registry's share of the configuration.
@@ -96,7 +96,7 @@ impl Registry {
     /// topic's lock with the next id, and wakes the topic's subscribers.
     pub fn publish(
         &self,
-        topic: &TopicName,
+        topic: TopicStr<'_>,
         event_type: Option<&str>,
         data: &str,
     ) -> Result<Published, LimitReached> {
@@ -140,7 +140,7 @@ impl Registry {
         let mut max_floor = 0;
         for name in names {
             let (topic, registration) = loop {
-                let topic = self.topic(name, now)?;
+                let topic = self.topic(name.borrowed(), now)?;
                 if let Ok(registration) = topic.register(now) {
                     break (topic, registration);
                 }
@@ -205,8 +205,12 @@ impl Registry {
     }
 
     /// Looks a topic up, creating it within `max_topics`.
-    fn topic(&self, name: &TopicName, now: Instant) -> Result<Arc<Topic>, LimitReached> {
-        if let Some(topic) = self.topics.get(name).map(|entry| Arc::clone(&entry)) {
+    fn topic(&self, name: TopicStr<'_>, now: Instant) -> Result<Arc<Topic>, LimitReached> {
+        if let Some(topic) = self
+            .topics
+            .get(name.as_str())
+            .map(|entry| Arc::clone(&entry))
+        {
             return Ok(topic);
         }
         let max = self.limits.max_topics;
@@ -215,6 +219,7 @@ impl Registry {
                 (n < max).then_some(n + 1)
             })
             .map_err(|_| LimitReached::Topics)?;
+        let name = name.to_owned();
         match self.topics.entry(name.clone()) {
             Entry::Occupied(entry) => {
                 self.n_topics.fetch_sub(1, Ordering::AcqRel);
@@ -223,13 +228,8 @@ impl Registry {
             Entry::Vacant(entry) => {
                 // Under the shard lock, which is also held whenever this name
                 // is removed and buried.
-                let floor = self.graveyard.exhume(name);
-                let topic = Arc::new(Topic::new(
-                    name.clone(),
-                    Arc::clone(&self.policy),
-                    floor,
-                    now,
-                ));
+                let floor = self.graveyard.exhume(&name);
+                let topic = Arc::new(Topic::new(name, Arc::clone(&self.policy), floor, now));
                 entry.insert(Arc::clone(&topic));
                 self.metrics.topic_created();
                 Ok(topic)

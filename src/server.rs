@@ -150,6 +150,7 @@ fn connection_builder(config: &Config) -> Builder {
         // `DeadlineIo` enforces the head deadlines as the contract words them.
         .header_read_timeout(None)
         .max_buf_size(config.connection_buffer_bytes)
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()

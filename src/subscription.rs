@@ -353,7 +353,9 @@ mod tests {
     }
 
     fn publish(registry: &Registry, topic: &TopicName, body: &str) -> String {
-        let published = registry.publish(topic, None, body).expect("publish");
+        let published = registry
+            .publish(topic.borrowed(), None, body)
+            .expect("publish");
         String::from_utf8_lossy(&published.id).into_owned()
     }
 

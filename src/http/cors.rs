@@ -5,8 +5,8 @@
 //! answers `*` to everyone. Errors carry the header too, so a browser script
 //! can read why it was refused.
 
+use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Request, StatusCode};
 
 use crate::error::ApiError;
 use crate::http::reply::{self, HttpResponse};
@@ -50,15 +50,14 @@ pub fn decorate(headers: &mut HeaderMap, allow: &AllowOrigin) {
 
 /// Answers `OPTIONS`: a CORS preflight when the request has an `Origin`,
 /// otherwise a plain list of the allowed methods.
-pub fn preflight<B>(
-    req: &Request<B>,
+pub fn preflight(
+    request_headers: &HeaderMap,
     allowed: &[String],
     methods: &'static str,
 ) -> Result<HttpResponse, ApiError> {
     let mut response = reply::empty(StatusCode::NO_CONTENT);
     let headers = response.headers_mut();
     headers.insert(header::ALLOW, HeaderValue::from_static(methods));
-    let request_headers = req.headers();
     if !request_headers.contains_key(header::ORIGIN) {
         return Ok(response);
     }

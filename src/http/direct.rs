@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hyper::header::{HeaderName, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Request, Uri, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,7 +49,7 @@ const PARTIAL_HEAD_PAUSE: Duration = Duration::from_millis(5);
 pub enum Peek {
     /// A complete HTTP/1.1 `GET /subscribe...` head of `head_len` bytes.
     Subscribe {
-        request: Box<Request<()>>,
+        request: Box<Parts>,
         head_len: usize,
     },
     /// Anything else: hyper's to answer.
@@ -84,7 +85,7 @@ pub async fn peek_subscribe(stream: &TcpStream, deadline: Instant) -> Peek {
 }
 
 enum Parsed {
-    Subscribe(Box<Request<()>>, usize),
+    Subscribe(Box<Parts>, usize),
     Partial,
     Other,
 }
@@ -107,9 +108,9 @@ fn parse_head(bytes: &[u8]) -> Parsed {
     }
 }
 
-/// A `Request` for a plain GET/1.1 without a body, or `None` for anything
-/// this path leaves to hyper.
-fn to_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
+/// The head of a plain GET/1.1 without a body, or `None` for anything this
+/// path leaves to hyper.
+fn to_request(parsed: &httparse::Request<'_, '_>) -> Option<Parts> {
     if parsed.method != Some("GET") || parsed.version != Some(1) {
         return None;
     }
@@ -124,12 +125,12 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
         }
         headers.append(name, HeaderValue::from_bytes(header.value).ok()?);
     }
-    let mut request = Request::new(());
-    *request.method_mut() = Method::GET;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Some(request)
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = Method::GET;
+    head.uri = uri;
+    head.version = Version::HTTP_11;
+    head.headers = headers;
+    Some(head)
 }
 
 /// A subscription opened for a peeked request, ready to be served.
@@ -144,12 +145,12 @@ pub struct Opened {
 /// Opens the subscription `request` asks for. `None` when it is refused: the
 /// head is still on the socket, and hyper will answer it.
 pub fn open(
-    request: &Request<()>,
+    request: &Parts,
     head_len: usize,
     state: &AppState,
     connection: &Arc<ConnectionState>,
 ) -> Option<Opened> {
-    let Some(Endpoint::Subscribe(path_topic)) = Endpoint::of(request.uri().path()) else {
+    let Some(Endpoint::Subscribe(path_topic)) = Endpoint::of(request.uri.path()) else {
         return None;
     };
     let stream = subscribe::open(request, path_topic, state).ok()?;
@@ -157,7 +158,7 @@ pub fn open(
     for (name, value) in subscribe::STREAM_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
     }
-    if let Some(allow) = cors::allow_origin(request.headers(), &state.config.cors_allowed_origins) {
+    if let Some(allow) = cors::allow_origin(&request.headers, &state.config.cors_allowed_origins) {
         cors::decorate(&mut headers, &allow);
     }
     state.metrics.response_sent("200");
@@ -266,7 +267,7 @@ mod tests {
         let kind = match parse_head(head.as_bytes()) {
             Parsed::Subscribe(request, len) => {
                 assert_eq!(len, head.len());
-                format!("subscribe {}", request.uri())
+                format!("subscribe {}", request.uri)
             }
             Parsed::Partial => "partial".into(),
             Parsed::Other => "other".into(),

@@ -27,6 +27,7 @@ mod subscribe;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Version};
 
 use crate::connection::ConnectionState;
@@ -85,14 +86,14 @@ pub async fn handle(
     connection: Arc<ConnectionState>,
 ) -> Result<HttpResponse, BreakConnection> {
     let in_flight = connection.request_started(req.version() == Version::HTTP_2);
-    let path = req.uri().path().to_owned();
-    let endpoint = Endpoint::of(&path);
+    let (head, body) = req.into_parts();
+    let endpoint = Endpoint::of(head.uri.path());
     let allow_origin = endpoint
         .filter(|endpoint| endpoint.has_cors())
-        .and_then(|_| cors::allow_origin(req.headers(), &state.config.cors_allowed_origins));
+        .and_then(|_| cors::allow_origin(&head.headers, &state.config.cors_allowed_origins));
     let result = match endpoint {
         None => Err(ApiError::NotFound),
-        Some(endpoint) => dispatch(endpoint, req, &state, &connection).await,
+        Some(endpoint) => dispatch(endpoint, &head, body, &state, &connection).await,
     };
     if let Err(ApiError::ShuttingDown) = result {
         return Err(BreakConnection);
@@ -133,27 +134,29 @@ impl std::error::Error for BreakConnection {}
 
 async fn dispatch(
     endpoint: Endpoint<'_>,
-    req: Request<Incoming>,
+    head: &Parts,
+    body: Incoming,
     state: &AppState,
     connection: &Arc<ConnectionState>,
 ) -> Result<HttpResponse, ApiError> {
-    let method = req.method().clone();
-    match (endpoint, method) {
+    match (endpoint, head.method.clone()) {
         (Endpoint::Healthz, Method::GET | Method::HEAD) => Ok(ops::healthz()),
         (Endpoint::Readyz, Method::GET | Method::HEAD) => Ok(ops::readyz(state)),
         (Endpoint::Metrics, Method::GET | Method::HEAD) => Ok(ops::metrics(state)),
         (Endpoint::Publish(topic), Method::POST) => match topic {
-            Some(topic) => publish::handle(req, topic, state).await,
+            Some(topic) => publish::handle(head, body, topic, state).await,
             None => Err(ApiError::MissingTopic {
                 usage: "/publish/<topic>",
             }),
         },
         (Endpoint::Subscribe(topic), Method::GET) => {
-            subscribe::handle(&req, topic, state, connection)
+            subscribe::handle(head, topic, state, connection)
         }
-        (Endpoint::Publish(_) | Endpoint::Subscribe(_), Method::OPTIONS) => {
-            cors::preflight(&req, &state.config.cors_allowed_origins, endpoint.allow())
-        }
+        (Endpoint::Publish(_) | Endpoint::Subscribe(_), Method::OPTIONS) => cors::preflight(
+            &head.headers,
+            &state.config.cors_allowed_origins,
+            endpoint.allow(),
+        ),
         (endpoint, _) => Err(ApiError::MethodNotAllowed {
             allow: endpoint.allow(),
         }),

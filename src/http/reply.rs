@@ -2,7 +2,6 @@
 
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
-use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::http::body::ResponseBody;
@@ -20,14 +19,8 @@ pub fn text(status: StatusCode, reason: &str) -> HttpResponse {
     response
 }
 
-pub fn json(status: StatusCode, value: &impl Serialize) -> HttpResponse {
-    let body = match serde_json::to_vec(value) {
-        Ok(body) => body,
-        Err(err) => {
-            tracing::error!(cause = %err, "serializing a reply failed");
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-        }
-    };
+/// A response whose body is JSON already written out.
+pub fn json(status: StatusCode, body: String) -> HttpResponse {
     let mut response = Response::new(ResponseBody::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

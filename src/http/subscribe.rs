@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hyper::Response;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response};
+use hyper::http::request::Parts;
 
 use crate::connection::ConnectionState;
 use crate::error::ApiError;
@@ -27,8 +28,8 @@ pub const STREAM_HEADERS: [(header::HeaderName, &str); 3] = [
 
 /// Answers a subscribe through hyper: `200` with the `EventStream` as body.
 /// `path_topic` is what follows `/subscribe/`, `None` for bare `/subscribe`.
-pub fn handle<B>(
-    req: &Request<B>,
+pub fn handle(
+    req: &Parts,
     path_topic: Option<&str>,
     state: &AppState,
     connection: &Arc<ConnectionState>,
@@ -48,8 +49,8 @@ pub fn handle<B>(
 
 /// Validates a subscribe request and opens its subscription; shared by the
 /// hyper path and `http::direct`.
-pub fn open<B>(
-    req: &Request<B>,
+pub fn open(
+    req: &Parts,
     path_topic: Option<&str>,
     state: &AppState,
 ) -> Result<EventStream, ApiError> {
@@ -58,7 +59,7 @@ pub fn open<B>(
     }
     let topics = topics(
         path_topic,
-        req.uri().query(),
+        req.uri.query(),
         state.config.max_topics_per_subscription,
     )?;
     let resume_id = resume_id(req)?;
@@ -103,13 +104,13 @@ fn topics(
 
 /// The id to resume after: the `Last-Event-ID` header, else the
 /// `last_event_id` parameter, else `lastEventId`.
-fn resume_id<B>(req: &Request<B>) -> Result<Option<Bytes>, ApiError> {
+fn resume_id(req: &Parts) -> Result<Option<Bytes>, ApiError> {
     // An empty header carries no id (EventSource never sends one), so it
     // does not hide the query parameters.
-    if let Some(value) = req.headers().get("last-event-id").filter(|v| !v.is_empty()) {
+    if let Some(value) = req.headers.get("last-event-id").filter(|v| !v.is_empty()) {
         return Ok(Some(Bytes::copy_from_slice(value.as_bytes())));
     }
-    let query = req.uri().query();
+    let query = req.uri.query();
     let from_query = match query::single(query, "last_event_id")? {
         Some(id) => Some(id),
         None => query::single(query, "lastEventId")?,

@@ -26,9 +26,43 @@ pub enum InvalidTopic {
     EmptySegment,
 }
 
+/// A validated topic name borrowed from the request: looking a topic up
+/// needs no allocation; only creating one does (`to_owned`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicStr<'a>(&'a str);
+
+impl<'a> TopicStr<'a> {
+    /// Validates `raw` against the contract's topic grammar.
+    pub fn parse(raw: &'a str) -> Result<TopicStr<'a>, InvalidTopic> {
+        validate(raw).map(|()| TopicStr(raw))
+    }
+
+    pub fn as_str(self) -> &'a str {
+        self.0
+    }
+
+    pub fn to_owned(self) -> TopicName {
+        TopicName(Arc::from(self.0))
+    }
+}
+
 impl TopicName {
     /// Validates `raw` against the contract's topic grammar.
     pub fn parse(raw: &str) -> Result<TopicName, InvalidTopic> {
+        TopicStr::parse(raw).map(TopicStr::to_owned)
+    }
+
+    pub fn borrowed(&self) -> TopicStr<'_> {
+        TopicStr(&self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn validate(raw: &str) -> Result<(), InvalidTopic> {
+    {
         if raw.is_empty() {
             return Err(InvalidTopic::Empty);
         }
@@ -41,11 +75,7 @@ impl TopicName {
         if raw.split('/').any(str::is_empty) {
             return Err(InvalidTopic::EmptySegment);
         }
-        Ok(TopicName(Arc::from(raw)))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
+        Ok(())
     }
 }
 
