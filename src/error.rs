@@ -36,6 +36,27 @@ pub enum ApiError {
         max: usize,
     },
     BodyNotUtf8,
+    /// A JSON or NDJSON body over `max_batch_bytes`.
+    BatchTooLarge {
+        max: usize,
+    },
+    /// A batch that would not fit one topic's ring.
+    BatchExceedsBuffer {
+        max_events: usize,
+        max_bytes: usize,
+    },
+    /// One event of a JSON or NDJSON body (`line` counts from 1) is malformed;
+    /// the whole batch is refused.
+    InvalidBatchLine {
+        line: usize,
+        reason: String,
+    },
+    /// One event of a batch has data over `max_event_bytes`.
+    BatchEventTooLarge {
+        line: usize,
+        max: usize,
+    },
+    EmptyBatch,
     BodyTimeout,
     BodyUnreadable,
     Unauthorized,
@@ -68,8 +89,13 @@ impl ApiError {
             | ApiError::ReservedEventType
             | ApiError::DuplicateParameter(_)
             | ApiError::BodyNotUtf8
+            | ApiError::InvalidBatchLine { .. }
+            | ApiError::EmptyBatch
             | ApiError::BodyUnreadable => 400,
-            ApiError::BodyTooLarge { .. } => 413,
+            ApiError::BodyTooLarge { .. }
+            | ApiError::BatchTooLarge { .. }
+            | ApiError::BatchExceedsBuffer { .. }
+            | ApiError::BatchEventTooLarge { .. } => 413,
             ApiError::BodyTimeout => 408,
             ApiError::Unauthorized => 401,
             ApiError::OriginNotAllowed => 403,
@@ -131,6 +157,26 @@ impl fmt::Display for ApiError {
                 )
             }
             ApiError::BodyNotUtf8 => f.write_str("event body is not valid UTF-8"),
+            ApiError::BatchTooLarge { max } => write!(
+                f,
+                "batch too large: the body exceeds max_batch_bytes ({max} bytes)"
+            ),
+            ApiError::BatchExceedsBuffer {
+                max_events,
+                max_bytes,
+            } => write!(
+                f,
+                "batch too large: more than one topic buffer holds \
+                 (buffer_events {max_events}, buffer_bytes {max_bytes}); split it"
+            ),
+            ApiError::InvalidBatchLine { line, reason } => {
+                write!(f, "line {line}: {reason}; nothing was published")
+            }
+            ApiError::BatchEventTooLarge { line, max } => write!(
+                f,
+                "line {line}: data exceeds max_event_bytes ({max} bytes); nothing was published"
+            ),
+            ApiError::EmptyBatch => f.write_str("batch has no events"),
             ApiError::BodyTimeout => f.write_str("event body did not arrive in time"),
             ApiError::BodyUnreadable => f.write_str("event body could not be read"),
             ApiError::Unauthorized => f.write_str("missing or wrong bearer token"),
@@ -156,6 +202,13 @@ impl From<crate::registry::LimitReached> for ApiError {
             LimitReached::Topics => ApiError::TopicLimit,
             LimitReached::Subscribers => ApiError::SubscriberLimit,
             LimitReached::BufferedBytes => ApiError::BufferFull,
+            LimitReached::BatchExceedsBuffer {
+                max_events,
+                max_bytes,
+            } => ApiError::BatchExceedsBuffer {
+                max_events,
+                max_bytes,
+            },
         }
     }
 }

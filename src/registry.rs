@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::graveyard::Graveyard;
 use crate::id::{ID_LEN, MAX_RESUME_ID_BYTES, RunEpoch, Sequence};
 use crate::metrics::Metrics;
-use crate::sse::encode::event_template;
+use crate::sse::encode::{FrameTemplate, event_template};
 use crate::subscription::{Start, Subscribed, Subscription};
 use crate::topic::budget::BufferPolicy;
 use crate::topic::name::{TopicName, TopicStr};
@@ -44,6 +44,28 @@ pub enum LimitReached {
     Subscribers,
     /// `max_buffered_bytes`: all rings together are full.
     BufferedBytes,
+    /// A batch larger than one topic's ring (`buffer_events` or
+    /// `buffer_bytes`): its first events would be evicted by its last before
+    /// any subscriber could read them.
+    BatchExceedsBuffer {
+        max_events: usize,
+        max_bytes: usize,
+    },
+}
+
+/// One event of a batch, as the publisher gave it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub event_type: Option<&'a str>,
+    pub data: &'a str,
+}
+
+/// What `publish_batch` tells the publisher.
+#[derive(Debug, Clone)]
+pub struct PublishedBatch {
+    /// One id per event, in the order given.
+    pub ids: Vec<[u8; ID_LEN]>,
+    pub n_subscribers: usize,
 }
 
 /// What `publish` tells the publisher.
@@ -117,6 +139,56 @@ impl Registry {
                 Err(AppendError::OverBudget) => return Err(LimitReached::BufferedBytes),
                 // Removed between lookup and lock: look the name up again.
                 Err(AppendError::Removed) => {}
+            }
+        }
+    }
+
+    /// Publishes `events` to `topic` as one step: all or none, in order,
+    /// nothing of this topic in between, one wake for the lot.
+    pub fn publish_batch(
+        &self,
+        topic: TopicStr<'_>,
+        events: &[NewEvent<'_>],
+    ) -> Result<PublishedBatch, LimitReached> {
+        let started = Instant::now();
+        let templates = || -> Vec<FrameTemplate> {
+            events
+                .iter()
+                .map(|event| event_template(ID_LEN, event.event_type, event.data))
+                .collect()
+        };
+        let mut batch = templates();
+        let n_bytes: usize = batch.iter().map(FrameTemplate::len).sum();
+        // A single event may exceed the byte bound: the ring always keeps its
+        // newest event.
+        if batch.len() > self.policy.max_events
+            || (batch.len() > 1 && n_bytes > self.policy.max_bytes)
+        {
+            return Err(LimitReached::BatchExceedsBuffer {
+                max_events: self.policy.max_events,
+                max_bytes: self.policy.max_bytes,
+            });
+        }
+        loop {
+            let topic = self.topic(topic, started)?;
+            match topic.append_batch(&self.sequence, batch, started) {
+                Ok(appended) => {
+                    let elapsed = started.elapsed();
+                    let epoch = self.sequence.epoch();
+                    let ids = appended.seqs.iter().map(|&seq| epoch.format(seq)).collect();
+                    appended
+                        .seqs
+                        .iter()
+                        .for_each(|_| self.metrics.event_published(elapsed));
+                    return Ok(PublishedBatch {
+                        ids,
+                        n_subscribers: appended.n_subscribers,
+                    });
+                }
+                Err(AppendError::OverBudget) => return Err(LimitReached::BufferedBytes),
+                // Removed between lookup and lock: encode again and look the
+                // name up again (the templates went with the failed append).
+                Err(AppendError::Removed) => batch = templates(),
             }
         }
     }

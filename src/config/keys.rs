@@ -103,6 +103,16 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "max_batch_bytes",
+        value_name: "BYTES",
+        default: "1048576",
+        help: "Largest JSON or NDJSON publish body (a batch); larger is 413 and is not read further.",
+        apply: |c, v| {
+            c.max_batch_bytes = bytes(v, 1, 64 << 20)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "write_timeout",
         value_name: "DURATION",
         default: "30s",

@@ -15,6 +15,7 @@
 //! on a known path.
 
 mod auth;
+mod batch;
 pub mod body;
 mod cors;
 pub mod direct;

@@ -1,18 +1,21 @@
 //! `POST /publish/{topic}`: read the body within limits, hand it to
-//! `Registry::publish`, answer with the id.
+//! `Registry::publish`, answer with the id. A JSON or NDJSON body carries
+//! event envelopes instead (see `batch`), published in one step.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::CONTENT_LENGTH;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, StatusCode};
 
 use crate::error::ApiError;
+use crate::http::batch::{self, BodyFormat, JsonEvent};
 use crate::http::reply::{self, HttpResponse};
 use crate::http::{auth, query};
+use crate::registry::NewEvent;
 use crate::state::AppState;
 use crate::topic::name::TopicStr;
 
@@ -28,18 +31,53 @@ pub async fn handle(
     auth::authorize(&head.headers, state.config.publish_token.as_deref())?;
     let topic = TopicStr::parse(raw_topic)?;
     let event_type = event_type(head.uri.query())?;
-    let body = read_body(
-        &head.headers,
-        body,
-        state.config.max_event_bytes,
-        state.config.request_body_timeout,
-    )
-    .await?;
-    let data = std::str::from_utf8(&body).map_err(|_| ApiError::BodyNotUtf8)?;
-    let published = state
-        .registry
-        .publish(topic, event_type.as_deref(), data)
-        .map_err(ApiError::from)?;
+    let content_type = head
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let format = BodyFormat::of(content_type);
+    let config = &state.config;
+    let max = match format {
+        BodyFormat::Plain => config.max_event_bytes,
+        BodyFormat::Json | BodyFormat::Ndjson => config.max_batch_bytes,
+    };
+    let body = read_body(&head.headers, body, max, config.request_body_timeout)
+        .await
+        .map_err(|err| match (err, format) {
+            (ApiError::BodyTooLarge { max }, BodyFormat::Json | BodyFormat::Ndjson) => {
+                ApiError::BatchTooLarge { max }
+            }
+            (err, _) => err,
+        })?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::BodyNotUtf8)?;
+    match format {
+        BodyFormat::Ndjson => {
+            let events = batch::parse_ndjson(text)?;
+            publish_batch(topic, event_type.as_deref(), &events, state)
+        }
+        BodyFormat::Json => match batch::parse_envelope(text) {
+            Some(event) => {
+                let event_type = line_event_type(1, &event, event_type.as_deref())?;
+                check_data_size(1, &event.data, config.max_event_bytes)?;
+                publish_one(topic, event_type, &event.data, state)
+            }
+            // Not an envelope: the contract's verbatim body, with its limit.
+            None if text.len() > config.max_event_bytes => Err(ApiError::BodyTooLarge {
+                max: config.max_event_bytes,
+            }),
+            None => publish_one(topic, event_type.as_deref(), text, state),
+        },
+        BodyFormat::Plain => publish_one(topic, event_type.as_deref(), text, state),
+    }
+}
+
+fn publish_one(
+    topic: TopicStr<'_>,
+    event_type: Option<&str>,
+    data: &str,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let published = state.registry.publish(topic, event_type, data)?;
     // Written by hand, on the publish hot path: the id is hex digits and a
     // dash, the topic's alphabet has nothing JSON would escape, and the
     // count is a number.
@@ -50,12 +88,75 @@ pub async fn handle(
     Ok(reply::json(StatusCode::OK, body))
 }
 
+/// Validates every line before anything is published, then publishes them
+/// in one step; answers with every id, in order.
+fn publish_batch(
+    topic: TopicStr<'_>,
+    default_type: Option<&str>,
+    events: &[(usize, JsonEvent)],
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let max_event_bytes = state.config.max_event_bytes;
+    let new_events = events
+        .iter()
+        .map(|(line, event)| {
+            check_data_size(*line, &event.data, max_event_bytes)?;
+            Ok(NewEvent {
+                event_type: line_event_type(*line, event, default_type)?,
+                data: &event.data,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let published = state.registry.publish_batch(topic, &new_events)?;
+    let ids: Vec<&str> = published
+        .ids
+        .iter()
+        .map(|id| std::str::from_utf8(id).unwrap_or_default())
+        .collect();
+    let body = serde_json::json!({
+        "ids": ids,
+        "topic": topic.as_str(),
+        "subscribers": published.n_subscribers,
+    });
+    Ok(reply::json(StatusCode::OK, body.to_string()))
+}
+
+/// A line's own `event`, validated like the parameter, else the parameter.
+fn line_event_type<'a>(
+    line: usize,
+    event: &'a JsonEvent,
+    default_type: Option<&'a str>,
+) -> Result<Option<&'a str>, ApiError> {
+    match &event.event_type {
+        Some(event_type) => {
+            validate_event_type(event_type).map_err(|err| ApiError::InvalidBatchLine {
+                line,
+                reason: err.to_string(),
+            })?;
+            Ok(Some(event_type))
+        }
+        None => Ok(default_type),
+    }
+}
+
+fn check_data_size(line: usize, data: &str, max: usize) -> Result<(), ApiError> {
+    if data.len() > max {
+        return Err(ApiError::BatchEventTooLarge { line, max });
+    }
+    Ok(())
+}
+
 /// The optional `event=` parameter: 1 to 64 bytes of `A-Z a-z 0-9 _ . : -`,
 /// and not the reserved `gap`.
 fn event_type(query: Option<&str>) -> Result<Option<String>, ApiError> {
     let Some(event_type) = query::single(query, "event")? else {
         return Ok(None);
     };
+    validate_event_type(&event_type)?;
+    Ok(Some(event_type))
+}
+
+fn validate_event_type(event_type: &str) -> Result<(), ApiError> {
     if event_type.is_empty() || event_type.len() > MAX_EVENT_TYPE_BYTES {
         return Err(ApiError::InvalidEventType(format!(
             "must be 1 to {MAX_EVENT_TYPE_BYTES} bytes, got {}",
@@ -71,7 +172,7 @@ fn event_type(query: Option<&str>) -> Result<Option<String>, ApiError> {
     if event_type == "gap" {
         return Err(ApiError::ReservedEventType);
     }
-    Ok(Some(event_type))
+    Ok(())
 }
 
 /// Reads at most `max` bytes of body within `timeout`. A declared length over

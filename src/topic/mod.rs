@@ -82,6 +82,15 @@ pub struct Appended {
     pub n_subscribers: usize,
 }
 
+/// Where a batch of appended events went.
+#[derive(Debug, Clone)]
+pub struct AppendedBatch {
+    /// One sequence number per event, in order.
+    pub seqs: Vec<u64>,
+    /// Subscriber streams registered on the topic at append time.
+    pub n_subscribers: usize,
+}
+
 /// A subscriber's place on a topic.
 #[derive(Debug, Clone, Copy)]
 pub struct Registration {
@@ -135,33 +144,81 @@ impl Topic {
         template: FrameTemplate,
         now: Instant,
     ) -> Result<Appended, AppendError> {
-        let (appended, wakers) = {
+        let frame_len = template.len();
+        let mut seq = 0;
+        let n_subscribers = self.append_all(
+            sequence,
+            std::iter::once(template),
+            (1, frame_len),
+            now,
+            |s| seq = s,
+        )?;
+        Ok(Appended { seq, n_subscribers })
+    }
+
+    /// Appends several events in one step under one lock: all or none, in
+    /// order, with no other event of this topic between them, and one wake
+    /// for the lot. The caller makes sure they fit an empty ring, or the
+    /// first of them would be evicted by the last.
+    pub fn append_batch(
+        &self,
+        sequence: &Sequence,
+        templates: Vec<FrameTemplate>,
+        now: Instant,
+    ) -> Result<AppendedBatch, AppendError> {
+        let size = (
+            templates.len(),
+            templates.iter().map(FrameTemplate::len).sum(),
+        );
+        let mut seqs = Vec::with_capacity(templates.len());
+        let n_subscribers =
+            self.append_all(sequence, templates.into_iter(), size, now, |s| seqs.push(s))?;
+        Ok(AppendedBatch {
+            seqs,
+            n_subscribers,
+        })
+    }
+
+    /// The one append: `size` is the number of frames and their bytes, so
+    /// that the budget is checked once for all of them before any is pushed.
+    /// Returns the subscribers registered at append time.
+    fn append_all(
+        &self,
+        sequence: &Sequence,
+        templates: impl Iterator<Item = FrameTemplate>,
+        (n_events, n_bytes): (usize, usize),
+        now: Instant,
+        mut on_seq: impl FnMut(u64),
+    ) -> Result<usize, AppendError> {
+        let (n_subscribers, wakers) = {
             let mut state = self.lock();
             if state.removed {
                 return Err(AppendError::Removed);
             }
             self.expire(&mut state, now);
-            let frame_len = template.len();
-            let (_, n_freeing) = state.ring.room_for(frame_len);
-            if !self.policy.admits(frame_len, n_freeing) {
+            let (_, n_freeing) = state.ring.room_for(n_events, n_bytes);
+            if !self.policy.admits(n_bytes, n_freeing) {
                 return Err(AppendError::OverBudget);
             }
-            let (seq, id) = sequence.next();
-            let n_freed = state.ring.push(StoredEvent {
-                seq,
-                published_at: now,
-                frame: template.finish(&id),
-            });
-            self.last_seq.store(seq, Ordering::Release);
-            self.policy.add(frame_len);
+            let mut n_freed = 0;
+            for template in templates {
+                let (seq, id) = sequence.next();
+                n_freed += state.ring.push(StoredEvent {
+                    seq,
+                    published_at: now,
+                    frame: template.finish(&id),
+                });
+                self.last_seq.store(seq, Ordering::Release);
+                on_seq(seq);
+            }
+            self.policy.add(n_bytes);
             self.policy.release(n_freed);
             state.last_active = now;
             state.had_events = true;
-            let n_subscribers = state.waiters.len();
-            (Appended { seq, n_subscribers }, state.take_wakers())
+            (state.waiters.len(), state.take_wakers())
         };
         self.wake(wakers);
-        Ok(appended)
+        Ok(n_subscribers)
     }
 
     /// Registers a subscriber and applies expiry, so that `floor` tells the

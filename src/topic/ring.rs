@@ -62,7 +62,7 @@ impl Ring {
     /// Returns the bytes of the frames evicted to make room.
     pub fn push(&mut self, event: StoredEvent) -> usize {
         debug_assert!(self.last_seq().is_none_or(|last| last < event.seq));
-        let (n_evict, n_freed) = self.room_for(event.frame.len());
+        let (n_evict, n_freed) = self.room_for(1, event.frame.len());
         for _ in 0..n_evict {
             self.evict_front();
         }
@@ -71,14 +71,15 @@ impl Ring {
         n_freed
     }
 
-    /// How many of the oldest events a push of `frame_len` bytes would evict,
-    /// and their bytes.
-    pub fn room_for(&self, frame_len: usize) -> (usize, usize) {
+    /// How many of the oldest events pushing `n_adding` frames of `n_bytes`
+    /// together would evict, and their bytes. Pushing them one by one evicts
+    /// exactly this prefix, provided the new frames fit an empty ring.
+    pub fn room_for(&self, n_adding: usize, n_bytes: usize) -> (usize, usize) {
         let (mut n_evict, mut n_freed) = (0, 0);
         for event in &self.events {
             let n_left = self.events.len() - n_evict;
-            let fits =
-                n_left < self.max_events && self.n_bytes - n_freed + frame_len <= self.max_bytes;
+            let fits = n_left + n_adding <= self.max_events
+                && self.n_bytes - n_freed + n_bytes <= self.max_bytes;
             if fits {
                 break;
             }
@@ -250,7 +251,9 @@ mod tests {
         for seq in 1..=3 {
             assert_eq!(ring.push(event(seq, now)), 0);
         }
-        assert_eq!(ring.room_for(FRAME), (1, FRAME));
+        assert_eq!(ring.room_for(1, FRAME), (1, FRAME));
+        // Two more frames at once: the two oldest make room.
+        assert_eq!(ring.room_for(2, 2 * FRAME), (2, 2 * FRAME));
         assert_eq!(ring.push(event(4, now)), FRAME);
         assert_eq!(
             (seqs_after(&ring, 0), ring.floor(), ring.n_bytes()),
