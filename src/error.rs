@@ -63,6 +63,10 @@ pub enum ApiError {
     OriginNotAllowed,
     TopicLimit,
     SubscriberLimit,
+    /// Too many status-page feeds open.
+    StatusViewerLimit {
+        max: usize,
+    },
     BufferFull,
     /// A subscribe during shutdown; `http::handle` breaks the connection
     /// instead of sending this (see `http::BreakConnection`).
@@ -101,6 +105,7 @@ impl ApiError {
             ApiError::OriginNotAllowed => 403,
             ApiError::TopicLimit
             | ApiError::SubscriberLimit
+            | ApiError::StatusViewerLimit { .. }
             | ApiError::BufferFull
             | ApiError::ShuttingDown => 503,
         }
@@ -110,6 +115,7 @@ impl ApiError {
         match self {
             ApiError::TopicLimit
             | ApiError::SubscriberLimit
+            | ApiError::StatusViewerLimit { .. }
             | ApiError::BufferFull
             | ApiError::ShuttingDown => Fault::Capacity,
             _ => Fault::Client,
@@ -121,6 +127,7 @@ impl ApiError {
         match self {
             ApiError::SubscriberLimit
             | ApiError::TopicLimit
+            | ApiError::StatusViewerLimit { .. }
             | ApiError::BufferFull
             | ApiError::ShuttingDown => Some(RETRY_AFTER_SECS),
             _ => None,
@@ -184,6 +191,9 @@ impl fmt::Display for ApiError {
             ApiError::TopicLimit => f.write_str("topic limit reached (max_topics); try later"),
             ApiError::SubscriberLimit => {
                 f.write_str("subscriber limit reached (max_subscribers); try later")
+            }
+            ApiError::StatusViewerLimit { max } => {
+                write!(f, "status page viewer limit reached ({max}); try later")
             }
             ApiError::BufferFull => {
                 f.write_str("buffer memory limit reached (max_buffered_bytes); try later")

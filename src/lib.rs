@@ -33,6 +33,7 @@ mod server;
 pub mod shutdown;
 mod sse;
 mod state;
+mod status;
 mod subscription;
 mod tls;
 mod topic;

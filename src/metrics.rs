@@ -31,6 +31,17 @@ pub enum ConnectionTimeout {
     Write,
 }
 
+/// Current gauges and counters, for the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub subscribers: i64,
+    pub topics: i64,
+    pub connections: i64,
+    pub published: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
 pub struct Metrics {
     registry: Registry,
     subscribers: IntGauge,
@@ -232,6 +243,18 @@ impl Metrics {
 
     /// The text exposition, with the buffer gauges set from `buffered`
     /// (events, bytes) first.
+    /// The figures the status page shows, read without a scrape.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            subscribers: self.subscribers.get(),
+            topics: self.topics.get(),
+            connections: self.connections.get(),
+            published: self.events_published.get(),
+            delivered: self.events_delivered.get(),
+            dropped: self.subscribers_dropped.get(),
+        }
+    }
+
     pub fn render(&self, buffered: (usize, usize)) -> String {
         self.buffered_events.set(buffered.0 as i64);
         self.buffered_bytes.set(buffered.1 as i64);

@@ -53,6 +53,14 @@ pub enum LimitReached {
     },
 }
 
+/// One topic as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOccupancy {
+    pub name: String,
+    pub n_subscribers: usize,
+    pub n_buffered: usize,
+}
+
 /// One event of a batch, as the publisher gave it.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEvent<'a> {
@@ -372,6 +380,29 @@ impl Registry {
     }
 
     /// Total events and bytes buffered across topics, for `/metrics`.
+    /// The `n` topics with the most subscribers (then the most buffered
+    /// events), for the status page. Walks every topic: called once a second
+    /// per status viewer, and viewers are few.
+    pub fn busiest_topics(&self, n: usize) -> Vec<TopicOccupancy> {
+        let topics: Vec<Arc<Topic>> = self.topics.iter().map(|t| Arc::clone(&t)).collect();
+        let mut busiest: Vec<TopicOccupancy> = topics
+            .iter()
+            .map(|topic| {
+                let (n_subscribers, n_buffered) = topic.occupancy();
+                TopicOccupancy {
+                    name: topic.name().as_str().to_owned(),
+                    n_subscribers,
+                    n_buffered,
+                }
+            })
+            .collect();
+        busiest.sort_unstable_by(|a, b| {
+            (b.n_subscribers, b.n_buffered, &a.name).cmp(&(a.n_subscribers, a.n_buffered, &b.name))
+        });
+        busiest.truncate(n);
+        busiest
+    }
+
     pub fn buffered(&self) -> (usize, usize) {
         let topics: Vec<Arc<Topic>> = self.topics.iter().map(|t| Arc::clone(&t)).collect();
         let n_events = topics.iter().map(|topic| topic.buffered().0).sum();

@@ -124,6 +124,7 @@ pub(crate) fn app_state(config: Config, shutdown: Shutdown) -> AppState {
         registry,
         metrics,
         shutdown,
+        status_viewers: crate::status::Viewers::default(),
     })
 }
 

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 use crate::sse::stream::StreamSettings;
+use crate::status::Viewers;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -27,6 +28,8 @@ pub struct Shared {
     /// The `retry:` field every stream starts with, encoded once.
     pub retry_frame: Bytes,
     pub stream_settings: StreamSettings,
+    /// Open status-page feeds (`status`).
+    pub status_viewers: Viewers,
 }
 
 impl AppState {

@@ -51,13 +51,14 @@ async fn bad_paths_and_methods() {
     let url = |path: &str| server.url(path);
 
     check(&send(client.get(url("/nope"))).await, 404, "not found");
-    check(&send(client.get(url("/"))).await, 404, "not found");
+    check(&send(client.get(url("/status"))).await, 404, "not found");
     for (method, path, allow) in [
         (reqwest::Method::GET, "/publish/a", "POST, OPTIONS"),
         (reqwest::Method::DELETE, "/publish/a", "POST, OPTIONS"),
         (reqwest::Method::POST, "/subscribe/a", "GET, OPTIONS"),
         (reqwest::Method::PUT, "/subscribe?topic=a", "GET, OPTIONS"),
         (reqwest::Method::POST, "/metrics", "GET, HEAD"),
+        (reqwest::Method::POST, "/", "GET, HEAD"),
         (reqwest::Method::DELETE, "/healthz", "GET, HEAD"),
         (reqwest::Method::POST, "/readyz", "GET, HEAD"),
     ] {

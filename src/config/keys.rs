@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::Config;
-use super::value::{address, bytes, count, duration, list, optional};
+use super::value::{address, boolean, bytes, count, duration, list, optional};
 
 /// One configuration key.
 pub struct Key {
@@ -269,6 +269,16 @@ pub const KEYS: &[Key] = &[
         help: "On SIGTERM/SIGINT, the longest wait for connections to finish.",
         apply: |c, v| {
             c.shutdown_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "status_page",
+        value_name: "BOOL",
+        default: "true",
+        help: "Serve the live status page at / (topic names, subscriber counts, rates).",
+        apply: |c, v| {
+            c.status_page = boolean(v)?;
             Ok(())
         },
     },

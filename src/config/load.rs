@@ -245,6 +245,7 @@ fn toml_text(value: &toml::Value) -> Result<String, String> {
     match value {
         toml::Value::String(text) => Ok(text.clone()),
         toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
         toml::Value::Array(items) => items
             .iter()
             .map(|item| match item {
@@ -257,7 +258,7 @@ fn toml_text(value: &toml::Value) -> Result<String, String> {
             .collect::<Result<Vec<_>, _>>()
             .map(|items| items.join(",")),
         other => Err(format!(
-            "expected a string or a number, found a {}",
+            "expected a string, a number or a boolean, found a {}",
             other.type_str()
         )),
     }

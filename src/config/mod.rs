@@ -48,6 +48,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub status_page: bool,
 }
 
 impl Default for Config {
@@ -81,6 +82,7 @@ impl Default for Config {
             shutdown_timeout: Duration::ZERO,
             tls_cert: None,
             tls_key: None,
+            status_page: false,
         };
         for key in KEYS {
             // The defaults are literals checked by `defaults_parse` below.

@@ -71,6 +71,16 @@ pub fn address(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// `true` or `false` (also `on`/`off`, `yes`/`no`, `1`/`0`, for
+/// environment variables).
+pub fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Ok(true),
+        "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err(format!("{text:?} is not a boolean (write true or false)")),
+    }
+}
+
 /// Comma-separated, blanks trimmed, empties dropped.
 pub fn list(text: &str) -> Vec<String> {
     text.split(',')
@@ -89,6 +99,14 @@ pub fn optional(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn booleans() {
+        assert_eq!(boolean("true"), Ok(true));
+        assert_eq!(boolean(" OFF "), Ok(false));
+        assert_eq!(boolean("0"), Ok(false));
+        assert!(boolean("maybe").unwrap_err().contains("not a boolean"));
+    }
 
     #[test]
     fn durations() {

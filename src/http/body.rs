@@ -14,6 +14,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::connection::{InFlight, OpenSubscription};
 use crate::sse::stream::EventStream;
+use crate::status::StatusStream;
 
 pub struct ResponseBody {
     kind: Kind,
@@ -24,6 +25,7 @@ pub struct ResponseBody {
 enum Kind {
     Full(Option<Bytes>),
     Events(Box<EventStream>),
+    Status(Box<StatusStream>),
 }
 
 impl ResponseBody {
@@ -41,6 +43,10 @@ impl ResponseBody {
             _open_subscription: Some(open),
             ..ResponseBody::of(Kind::Events(Box::new(stream)))
         }
+    }
+
+    pub fn status(stream: StatusStream) -> ResponseBody {
+        ResponseBody::of(Kind::Status(Box::new(stream)))
     }
 
     fn of(kind: Kind) -> ResponseBody {
@@ -70,6 +76,9 @@ impl Body for ResponseBody {
             Kind::Events(stream) => stream
                 .poll_next_chunk(cx)
                 .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+            Kind::Status(stream) => stream
+                .poll_next_chunk(cx)
+                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -80,7 +89,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Events(_) => SizeHint::default(),
+            Kind::Events(_) | Kind::Status(_) => SizeHint::default(),
         }
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! Routes: `POST /publish/{topic}`, `GET /subscribe/{topic}`,
 //! `GET /subscribe?topic=..`, `OPTIONS` on both (preflight), `GET /metrics`,
-//! `GET /healthz`, `GET /readyz`. Anything else is 404, or 405 with `Allow`
+//! `GET /healthz`, `GET /readyz`, and the status page: `GET /` and
+//! `GET /status/events`. Anything else is 404, or 405 with `Allow`
 //! on a known path.
 
 mod auth;
@@ -45,6 +46,8 @@ enum Endpoint<'a> {
     /// The topic as written after `/publish/`, or `None` for bare `/publish`.
     Publish(Option<&'a str>),
     Subscribe(Option<&'a str>),
+    StatusPage,
+    StatusEvents,
 }
 
 impl<'a> Endpoint<'a> {
@@ -58,6 +61,8 @@ impl<'a> Endpoint<'a> {
             "/healthz" => Some(Endpoint::Healthz),
             "/readyz" => Some(Endpoint::Readyz),
             "/metrics" => Some(Endpoint::Metrics),
+            "/" => Some(Endpoint::StatusPage),
+            "/status/events" => Some(Endpoint::StatusEvents),
             "/publish" => Some(Endpoint::Publish(None)),
             "/subscribe" => Some(Endpoint::Subscribe(None)),
             _ => topic_after("/publish/")
@@ -68,7 +73,10 @@ impl<'a> Endpoint<'a> {
 
     fn allow(self) -> &'static str {
         match self {
-            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => "GET, HEAD",
+            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::StatusPage => {
+                "GET, HEAD"
+            }
+            Endpoint::StatusEvents => "GET",
             Endpoint::Publish(_) => "POST, OPTIONS",
             Endpoint::Subscribe(_) => "GET, OPTIONS",
         }
@@ -140,10 +148,16 @@ async fn dispatch(
     state: &AppState,
     connection: &Arc<ConnectionState>,
 ) -> Result<HttpResponse, ApiError> {
+    let status_page = matches!(endpoint, Endpoint::StatusPage | Endpoint::StatusEvents);
+    if status_page && !state.config.status_page {
+        return Err(ApiError::NotFound);
+    }
     match (endpoint, head.method.clone()) {
         (Endpoint::Healthz, Method::GET | Method::HEAD) => Ok(ops::healthz()),
         (Endpoint::Readyz, Method::GET | Method::HEAD) => Ok(ops::readyz(state)),
         (Endpoint::Metrics, Method::GET | Method::HEAD) => Ok(ops::metrics(state)),
+        (Endpoint::StatusPage, Method::GET | Method::HEAD) => Ok(ops::status_page()),
+        (Endpoint::StatusEvents, Method::GET) => ops::status_events(state),
         (Endpoint::Publish(topic), Method::POST) => match topic {
             Some(topic) => publish::handle(head, body, topic, state).await,
             None => Err(ApiError::MissingTopic {
@@ -177,7 +191,8 @@ mod tests {
         assert_eq!(Endpoint::of("/publish/"), Some(Endpoint::Publish(None)));
         assert_eq!(Endpoint::of("/subscribe"), Some(Endpoint::Subscribe(None)));
         assert_eq!(Endpoint::of("/subscribex"), None);
-        assert_eq!(Endpoint::of("/"), None);
+        assert_eq!(Endpoint::of("/"), Some(Endpoint::StatusPage));
+        assert_eq!(Endpoint::of("/status"), None);
         assert_eq!(Endpoint::of("/metrics/"), None);
     }
 }

@@ -1,10 +1,15 @@
-//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`.
+//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`, and the status
+//! page (`/` and its feed, `/status/events`).
 
 use hyper::StatusCode;
 use hyper::header::{self, HeaderValue};
 
+use crate::error::ApiError;
+use crate::http::body::ResponseBody;
 use crate::http::reply::{self, HttpResponse};
+use crate::http::subscribe::STREAM_HEADERS;
 use crate::state::AppState;
+use crate::status::{self, StatusStream};
 
 /// `200` while the process runs.
 pub fn healthz() -> HttpResponse {
@@ -28,6 +33,31 @@ pub fn metrics(state: &AppState) -> HttpResponse {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// `GET /`: the status page (routing has checked `status_page`).
+pub fn status_page() -> HttpResponse {
+    let mut response = hyper::Response::new(ResponseBody::full(status::PAGE));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `GET /status/events`: the page's feed, one snapshot a second.
+pub fn status_events(state: &AppState) -> Result<HttpResponse, ApiError> {
+    let stream = StatusStream::open(state)?;
+    let mut response = hyper::Response::new(ResponseBody::status(stream));
+    for (name, value) in STREAM_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

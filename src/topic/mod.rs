@@ -303,6 +303,12 @@ impl Topic {
         (state.ring.len(), state.ring.n_bytes())
     }
 
+    /// Subscriber streams registered on the topic, and its buffered events.
+    pub fn occupancy(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.waiters.len(), state.ring.len())
+    }
+
     fn expire(&self, state: &mut TopicState, now: Instant) {
         if let Some(cutoff) = now.checked_sub(self.policy.ttl) {
             self.policy.release(state.ring.expire(cutoff));
