@@ -1,6 +1,8 @@
-//! Chromium's own `EventSource` against the real binary: cross-origin
-//! delivery, event types, multi-line data, and reconnection with
-//! `Last-Event-ID` after a restart (tests/browser/eventsource.test.mjs).
+//! The real-browser suites in `tests/browser/*.test.mjs`, against the real
+//! binary in headless Chromium: `EventSource` (CORS, credentials, event
+//! types, automatic reconnect after a network cut, a slow-subscriber drop and
+//! a restart), the fetch/XHR clients (`@microsoft/fetch-event-source`,
+//! `sse.js`), and the status page (screenshot in `target/browser-artifacts`).
 //!
 //! Needs Node.js, Chromium and `npm ci --prefix tests/browser`. Without them
 //! the test says so and passes, so `cargo test` works on a fresh machine;
@@ -33,7 +35,7 @@ fn missing_prerequisites(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn chromium_eventsource_against_the_binary() {
+fn browser_suites_against_the_binary() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let missing = missing_prerequisites(&dir);
     if !missing.is_empty() {
@@ -46,10 +48,19 @@ fn chromium_eventsource_against_the_binary() {
         let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
         return;
     }
+    let mut suites: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/browser")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".test.mjs"))
+        .collect();
+    suites.sort();
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../browser-artifacts");
     let status = Command::new("node")
-        .args(["--test", "eventsource.test.mjs"])
+        .arg("--test")
+        .args(&suites)
         .current_dir(&dir)
         .env("SSEGATE_BIN", env!("CARGO_BIN_EXE_ssegate"))
+        .env("SSEGATE_ARTIFACTS", artifacts)
         .env("CHROMIUM", chromium())
         .status()
         .expect("run node");

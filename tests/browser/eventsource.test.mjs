@@ -1,118 +1,48 @@
-// Chromium's own EventSource against the real ssegate binary.
+// Chromium's own EventSource against the real ssegate binary: delivery,
+// event types, CORS and credentials, and the browser's automatic reconnect
+// with Last-Event-ID after each way a stream can end.
 //
 // Run through `cargo test` (tests/browser.rs), which passes the binary in
-// SSEGATE_BIN. The page is served from another port, so every request is
-// cross-origin and CORS is exercised as a browser does it.
+// SSEGATE_BIN.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import net from 'node:net';
-import { spawn } from 'node:child_process';
-import { chromium } from 'playwright-core';
-
-const BIN = process.env.SSEGATE_BIN;
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const PATIENCE_MS = 15000;
+import {
+  BIN, launchBrowser, metric, openEventSource, publish, startGateway, startPageServer,
+  startProxy, stopGateway, waitFor, waitForEvents,
+} from './harness.mjs';
 
 let browser;
-let pageServer;
-let pageOrigin;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts the gateway on `port` and resolves once it logs its address. */
-function startGateway(port, extraArgs = []) {
-  const args = ['--listen', `127.0.0.1:${port}`, '--retry', '250ms',
-    '--cors-allowed-origins', pageOrigin, ...extraArgs];
-  const proc = spawn(BIN, args, { env: { ...process.env, RUST_LOG: 'info' } });
-  let log = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start: ${log}`)), PATIENCE_MS);
-    proc.stderr.on('data', (chunk) => {
-      log += chunk;
-      if (log.includes('listen=')) {
-        clearTimeout(timer);
-        resolve({ proc, base: `http://127.0.0.1:${port}` });
-      }
-    });
-    proc.once('exit', (code) => reject(new Error(`gateway exited with ${code}: ${log}`)));
-  });
-}
-
-function stopGateway(gateway) {
-  return new Promise((resolve) => {
-    if (gateway.proc.exitCode !== null) return resolve(gateway.proc.exitCode);
-    gateway.proc.once('exit', (code) => resolve(code));
-    gateway.proc.kill('SIGTERM');
-  });
-}
-
-async function publish(base, topic, body, eventType) {
-  const query = eventType ? `?event=${eventType}` : '';
-  const response = await fetch(`${base}/publish/${topic}${query}`, { method: 'POST', body });
-  assert.equal(response.status, 200, await response.clone().text());
-  return response.json();
-}
-
-/** Opens a page on the page origin with an EventSource collecting events. */
-async function openEventSource(url, eventTypes = []) {
-  const page = await browser.newPage();
-  await page.goto(`${pageOrigin}/`);
-  await page.evaluate(({ url, eventTypes }) => {
-    window.received = [];
-    window.opened = 0;
-    const source = new EventSource(url);
-    const record = (event) => window.received.push({
-      type: event.type, data: event.data, lastEventId: event.lastEventId,
-    });
-    source.onmessage = record;
-    source.onopen = () => { window.opened += 1; };
-    for (const type of eventTypes) source.addEventListener(type, record);
-    window.source = source;
-  }, { url, eventTypes });
-  return page;
-}
-
-async function waitForEvents(page, n) {
-  await page.waitForFunction((n) => window.received.length >= n, n, { timeout: PATIENCE_MS });
-  return page.evaluate(() => window.received);
-}
+let page_;
+let other_;
 
 before(async () => {
   assert.ok(BIN, 'SSEGATE_BIN must name the ssegate binary');
-  pageServer = http.createServer((_, res) => {
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end('<!doctype html><title>ssegate browser test</title>');
-  });
-  await new Promise((resolve) => pageServer.listen(0, '127.0.0.1', resolve));
-  pageOrigin = `http://127.0.0.1:${pageServer.address().port}`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  page_ = await startPageServer();
+  other_ = await startPageServer();
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  pageServer?.close();
+  page_?.server.close();
+  other_?.server.close();
 });
 
+/** The `message` ids must be strictly increasing: nothing repeated. */
+function assertNoDuplicates(received) {
+  const ids = received.filter((e) => e.type !== 'gap').map((e) => e.lastEventId);
+  for (let i = 1; i < ids.length; i += 1) {
+    assert.ok(ids[i - 1] < ids[i], `ids out of order or repeated: ${ids[i - 1]} then ${ids[i]}`);
+  }
+}
+
 test('EventSource receives events, event types and multi-line data cross-origin', async () => {
-  const gateway = await startGateway(await freePort());
+  const gateway = await startGateway({ origins: [page_.origin] });
   try {
-    const page = await openEventSource(`${gateway.base}/subscribe/prices`, ['price']);
-    await page.waitForFunction(() => window.opened === 1, null, { timeout: PATIENCE_MS });
+    const page = await openEventSource(browser, page_.origin, `${gateway.base}/subscribe/prices`,
+      { eventTypes: ['price'] });
+    await waitFor(page, () => window.opened === 1);
     const first = await publish(gateway.base, 'prices', 'line one\r\nline two\rline three\n');
     const second = await publish(gateway.base, 'prices', '{"eur":1.08} ✓', 'price');
     const received = await waitForEvents(page, 2);
@@ -125,17 +55,99 @@ test('EventSource receives events, event types and multi-line data cross-origin'
   }
 });
 
-test('after a restart EventSource reconnects with Last-Event-ID and is told about the gap', async () => {
-  const port = await freePort();
-  let gateway = await startGateway(port);
-  const page = await openEventSource(`${gateway.base}/subscribe/orders`, ['gap']);
-  await page.waitForFunction(() => window.opened === 1, null, { timeout: PATIENCE_MS });
+test('withCredentials works for an allowed origin; another origin is refused by the browser', async () => {
+  const gateway = await startGateway({ origins: [page_.origin] });
+  try {
+    const allowed = await openEventSource(browser, page_.origin, `${gateway.base}/subscribe/t`,
+      { withCredentials: true });
+    const refused = await openEventSource(browser, other_.origin, `${gateway.base}/subscribe/t`,
+      { withCredentials: true });
+    await waitFor(allowed, () => window.opened === 1);
+    // A CORS failure is fatal for EventSource: CLOSED, never opened.
+    await waitFor(refused, () => window.source.readyState === 2);
+    const event = await publish(gateway.base, 't', 'for the allowed origin');
+    assert.deepEqual(await waitForEvents(allowed, 1),
+      [{ type: 'message', data: 'for the allowed origin', lastEventId: event.id }]);
+    assert.deepEqual(await refused.evaluate(() => [window.opened, window.received.length]), [0, 0]);
+  } finally {
+    assert.equal(await stopGateway(gateway), 0);
+  }
+});
+
+test('after a network cut EventSource reconnects and gets exactly what it missed', async () => {
+  const gateway = await startGateway({ origins: [page_.origin] });
+  const proxy = await startProxy(gateway.port);
+  try {
+    const page = await openEventSource(browser, page_.origin, `${proxy.base}/subscribe/orders`,
+      { eventTypes: ['gap'] });
+    await waitFor(page, () => window.opened === 1);
+    const published = [await publish(gateway.base, 'orders', 'one')];
+    await waitForEvents(page, 1);
+
+    proxy.cut();
+    for (const body of ['two', 'three', 'four']) {
+      published.push(await publish(gateway.base, 'orders', body));
+    }
+    const received = await waitForEvents(page, 4);
+    await waitFor(page, () => window.opened >= 2);
+    assert.deepEqual(received,
+      published.map((p, i) => ({ type: 'message', data: ['one', 'two', 'three', 'four'][i], lastEventId: p.id })));
+    // Nothing else arrives: no duplicate from the replay/live seam.
+    const last = await publish(gateway.base, 'orders', 'five');
+    const all = await waitForEvents(page, 5);
+    assert.equal(all.length, 5);
+    assert.deepEqual(all[4], { type: 'message', data: 'five', lastEventId: last.id });
+  } finally {
+    await proxy.close();
+    assert.equal(await stopGateway(gateway), 0);
+  }
+});
+
+test('a slow subscriber dropped by the gateway reconnects and is told about the gap', async () => {
+  // One event per topic buffer: a browser that has not read an event before
+  // the next one is published has fallen behind the buffer and is dropped.
+  const gateway = await startGateway({ origins: [page_.origin], args: ['--buffer-events', '1'] });
+  try {
+    const page = await openEventSource(browser, page_.origin, `${gateway.base}/subscribe/flood`,
+      { eventTypes: ['gap'] });
+    await waitFor(page, () => window.opened === 1);
+    const body = 'x'.repeat(16 * 1024);
+    let dropped = 0;
+    for (let round = 0; round < 500 && dropped === 0; round += 1) {
+      await Promise.all(Array.from({ length: 8 }, () => publish(gateway.base, 'flood', body)));
+      dropped = await metric(gateway.base, 'ssegate_subscribers_dropped_total');
+    }
+    assert.ok(dropped >= 1, 'the flood never got the browser dropped');
+
+    const marker = await publish(gateway.base, 'flood', 'marker');
+    await waitFor(page, (id) => window.received.some((e) => e.lastEventId === id && e.data === 'marker'), marker.id);
+    const received = await page.evaluate(() => window.received);
+    assert.ok(await page.evaluate(() => window.opened) >= 2, 'the browser reconnected by itself');
+    const gaps = received.map((e, i) => [e, i]).filter(([e]) => e.type === 'gap');
+    assert.ok(gaps.length >= 1, 'a gap event after the drop');
+    for (const [gap, i] of gaps) {
+      // The gap names the id the browser resumed from: its last event.
+      const resumedFrom = received.slice(0, i).filter((e) => e.type === 'message').at(-1);
+      assert.deepEqual(JSON.parse(gap.data), { last_event_id: resumedFrom.lastEventId });
+    }
+    assertNoDuplicates(received);
+    assert.equal(received.at(-1).data, 'marker');
+  } finally {
+    assert.equal(await stopGateway(gateway), 0);
+  }
+});
+
+test('after a graceful shutdown and restart EventSource reconnects and is told about the gap', async () => {
+  let gateway = await startGateway({ origins: [page_.origin] });
+  const page = await openEventSource(browser, page_.origin, `${gateway.base}/subscribe/orders`,
+    { eventTypes: ['gap'] });
+  await waitFor(page, () => window.opened === 1);
   const before = await publish(gateway.base, 'orders', 'before restart');
   await waitForEvents(page, 1);
 
   // The stream ends on SIGTERM; the browser keeps retrying every 250 ms.
   assert.equal(await stopGateway(gateway), 0);
-  gateway = await startGateway(port);
+  gateway = await startGateway({ port: gateway.port, origins: [page_.origin] });
   try {
     const after = await publish(gateway.base, 'orders', 'after restart');
     const received = await waitForEvents(page, 3);
@@ -150,11 +162,11 @@ test('after a restart EventSource reconnects with Last-Event-ID and is told abou
 });
 
 test('a subscriber the gateway refuses is not retried by EventSource', async () => {
-  const gateway = await startGateway(await freePort(), ['--max-topics-per-subscription', '1']);
+  const gateway = await startGateway({ origins: [page_.origin], args: ['--max-topics-per-subscription', '1'] });
   try {
-    const page = await openEventSource(`${gateway.base}/subscribe?topic=a&topic=b`);
+    const page = await openEventSource(browser, page_.origin, `${gateway.base}/subscribe?topic=a&topic=b`);
     // A 400 makes EventSource fail permanently: readyState CLOSED.
-    await page.waitForFunction(() => window.source.readyState === 2, null, { timeout: PATIENCE_MS });
+    await waitFor(page, () => window.source.readyState === 2);
   } finally {
     assert.equal(await stopGateway(gateway), 0);
   }

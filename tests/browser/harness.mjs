@@ -1,0 +1,194 @@
+// Shared by the browser suites: the real ssegate binary on a free port, a
+// page server on another origin (so every request is cross-origin), a TCP
+// proxy whose connections a test can cut, and headless Chromium.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const BIN = process.env.SSEGATE_BIN;
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+export const PATIENCE_MS = 15000;
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts the gateway on `port` (a free one when omitted) and resolves once it
+ * logs its address. `origins` become `cors_allowed_origins`.
+ */
+export function startGateway({ port, origins = [], args = [] } = {}) {
+  return (port ? Promise.resolve(port) : freePort()).then((port) => {
+    const allArgs = ['--listen', `127.0.0.1:${port}`, '--retry', '250ms', ...args];
+    if (origins.length > 0) allArgs.push('--cors-allowed-origins', origins.join(','));
+    const proc = spawn(BIN, allArgs, { env: { ...process.env, RUST_LOG: 'info' } });
+    let log = '';
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`gateway did not start: ${log}`)), PATIENCE_MS);
+      proc.stderr.on('data', (chunk) => {
+        log += chunk;
+        if (log.includes('listen=')) {
+          clearTimeout(timer);
+          resolve({ proc, port, base: `http://127.0.0.1:${port}`, log: () => log });
+        }
+      });
+      proc.once('exit', (code) => reject(new Error(`gateway exited with ${code}: ${log}`)));
+    });
+  });
+}
+
+/** SIGTERM, then the exit code. */
+export function stopGateway(gateway) {
+  return new Promise((resolve) => {
+    if (gateway.proc.exitCode !== null) return resolve(gateway.proc.exitCode);
+    gateway.proc.once('exit', (code) => resolve(code));
+    gateway.proc.kill('SIGTERM');
+  });
+}
+
+export async function publish(base, topic, body, eventType) {
+  const query = eventType ? `?event=${eventType}` : '';
+  const response = await fetch(`${base}/publish/${topic}${query}`, { method: 'POST', body });
+  assert.equal(response.status, 200, await response.clone().text());
+  return response.json();
+}
+
+/** One value of the gateway's /metrics. */
+export async function metric(base, name) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  assert.ok(line, `metric ${name} missing`);
+  return Number(line.split(' ')[1]);
+}
+
+/** Static roots of the page server: URL prefix, directory, content type. */
+const STATIC = [
+  ['/node_modules/', path.join(HERE, 'node_modules'), 'text/javascript'],
+  ['/examples/', path.join(HERE, '../../examples'), 'text/html; charset=utf-8'],
+];
+
+/**
+ * A page origin: `/` is a blank page, `/node_modules/...` serves this suite's
+ * npm packages (with `.js` appended when an ES module imports './parse'),
+ * `/examples/...` the repository's example pages.
+ */
+export async function startPageServer() {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://page');
+    const served = STATIC.find(([prefix]) => url.pathname.startsWith(prefix));
+    if (served) {
+      const [prefix, dir, contentType] = served;
+      const root = path.resolve(dir);
+      const file = path.resolve(root, decodeURIComponent(url.pathname.slice(prefix.length)));
+      if (!file.startsWith(root + path.sep)) {
+        res.writeHead(403).end();
+        return;
+      }
+      const found = [file, `${file}.js`].find((f) => fs.existsSync(f) && fs.statSync(f).isFile());
+      if (!found) {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': found.endsWith('.js') ? 'text/javascript' : contentType });
+      fs.createReadStream(found).pipe(res);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end('<!doctype html><title>ssegate browser test</title>');
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, origin: `http://127.0.0.1:${server.address().port}` };
+}
+
+/**
+ * A TCP proxy to `targetPort`: `cut()` resets every connection open through
+ * it, as a flaky network or a restarted load balancer would; `requests()` is
+ * everything clients sent through it.
+ */
+export async function startProxy(targetPort) {
+  const sockets = new Set();
+  let requests = '';
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    // What clients sent (request heads), kept for assertions, bounded.
+    client.on('data', (chunk) => {
+      if (requests.length < 1 << 20) requests += chunk.toString('latin1');
+    });
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      sockets.add(a);
+      a.on('close', () => sockets.delete(a));
+      a.on('error', () => b.destroy());
+      a.pipe(b);
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = server.address().port;
+  return {
+    base: `http://127.0.0.1:${port}`,
+    connections: () => sockets.size / 2,
+    requests: () => requests,
+    cut() {
+      for (const socket of sockets) socket.resetAndDestroy();
+    },
+    close: () => new Promise((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(resolve);
+    }),
+  };
+}
+
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/**
+ * Opens a page on `origin` with an EventSource on `url` that records every
+ * event (the default `message` and the named `eventTypes`) in
+ * `window.received`, and counts opens and errors.
+ */
+export async function openEventSource(browser, origin, url, { eventTypes = [], withCredentials = false } = {}) {
+  const page = await browser.newPage();
+  await page.goto(`${origin}/`);
+  await page.evaluate(({ url, eventTypes, withCredentials }) => {
+    window.received = [];
+    window.opened = 0;
+    window.errors = 0;
+    const source = new EventSource(url, { withCredentials });
+    const record = (event) => window.received.push({
+      type: event.type, data: event.data, lastEventId: event.lastEventId,
+    });
+    source.onmessage = record;
+    source.onopen = () => { window.opened += 1; };
+    source.onerror = () => { window.errors += 1; };
+    for (const type of eventTypes) source.addEventListener(type, record);
+    window.source = source;
+  }, { url, eventTypes, withCredentials });
+  return page;
+}
+
+export async function waitForEvents(page, n) {
+  await page.waitForFunction((n) => window.received.length >= n, n, { timeout: PATIENCE_MS });
+  return page.evaluate(() => window.received);
+}
+
+export function waitFor(page, predicate, arg) {
+  return page.waitForFunction(predicate, arg, { timeout: PATIENCE_MS });
+}
