@@ -5,11 +5,22 @@
 set -euo pipefail
 base="${1:-http://127.0.0.1:8080}"
 topic="examples/curl"
+received="$(mktemp)"
+subscriber=""
+cleanup() {
+  [ -n "$subscriber" ] && kill "$subscriber" 2>/dev/null
+  rm -f "$received"
+}
+trap cleanup EXIT
 
-# Subscribe in the background for 3 seconds (-N: print events as they arrive).
-curl -sN --max-time 3 "$base/subscribe/$topic" > /tmp/ssegate-curl-example.$$ || true &
+# Subscribe in the background (-N: print events as they arrive) and wait
+# until the stream is open: it starts with a `retry:` line.
+curl -sN "$base/subscribe/$topic" > "$received" &
 subscriber=$!
-sleep 0.5
+for _ in $(seq 1 100); do
+  grep -q '^retry:' "$received" && break
+  sleep 0.1
+done
 
 # One event: the body is the data, ?event= its type.
 reply=$(curl -fsS -X POST --data-binary 'shipped' "$base/publish/$topic?event=status")
@@ -21,10 +32,13 @@ printf '%s\n' '{"data":"packed"}' '{"data":{"carrier":"DHL"},"event":"status"}' 
   curl -fsS -H 'Content-Type: application/x-ndjson' --data-binary @- "$base/publish/$topic"
 echo
 
-wait "$subscriber"
+# Wait for the three events (each ends with a blank line), then stop curl.
+for _ in $(seq 1 100); do
+  [ "$(grep -c '^data:' "$received")" -ge 3 ] && break
+  sleep 0.1
+done
 echo "--- the subscriber saw:"
-cat /tmp/ssegate-curl-example.$$
-rm -f /tmp/ssegate-curl-example.$$
+cat "$received"
 
 # Resume after the first event, as EventSource does on reconnect.
 echo "--- resumed after $first_id:"

@@ -51,6 +51,10 @@ pub enum ApiError {
         line: usize,
         reason: String,
     },
+    /// An NDJSON batch with more events than `buffer_events`.
+    BatchTooManyEvents {
+        max: usize,
+    },
     /// One event of a batch has data over `max_event_bytes`.
     BatchEventTooLarge {
         line: usize,
@@ -68,8 +72,9 @@ pub enum ApiError {
         max: usize,
     },
     BufferFull,
-    /// A subscribe during shutdown; `http::handle` breaks the connection
-    /// instead of sending this (see `http::BreakConnection`).
+    /// A stream (subscribe or status feed) asked for during shutdown;
+    /// `http::handle` breaks the connection instead of sending this (see
+    /// `http::BreakConnection`).
     ShuttingDown,
 }
 
@@ -99,6 +104,7 @@ impl ApiError {
             ApiError::BodyTooLarge { .. }
             | ApiError::BatchTooLarge { .. }
             | ApiError::BatchExceedsBuffer { .. }
+            | ApiError::BatchTooManyEvents { .. }
             | ApiError::BatchEventTooLarge { .. } => 413,
             ApiError::BodyTimeout => 408,
             ApiError::Unauthorized => 401,
@@ -184,6 +190,10 @@ impl fmt::Display for ApiError {
                 "line {line}: data exceeds max_event_bytes ({max} bytes); nothing was published"
             ),
             ApiError::EmptyBatch => f.write_str("batch has no events"),
+            ApiError::BatchTooManyEvents { max } => write!(
+                f,
+                "batch too large: more than buffer_events ({max}) events; split it"
+            ),
             ApiError::BodyTimeout => f.write_str("event body did not arrive in time"),
             ApiError::BodyUnreadable => f.write_str("event body could not be read"),
             ApiError::Unauthorized => f.write_str("missing or wrong bearer token"),

@@ -61,6 +61,8 @@ pub struct Metrics {
     dropped_write_timeout: IntCounter,
     timeouts: IntCounterVec,
     responses: IntCounterVec,
+    max_subscribers: IntGauge,
+    max_topics: IntGauge,
     /// `responses` for the codes the gateway sends, resolved once: a label
     /// lookup hashes on every response.
     responses_by_code: Vec<(&'static str, IntCounter)>,
@@ -144,6 +146,14 @@ impl Metrics {
                     .buckets(publish_buckets),
                 ),
             ),
+            max_subscribers: gauge(
+                "ssegate_max_subscribers",
+                "The max_subscribers limit, for alerts on how close ssegate_subscribers is.",
+            ),
+            max_topics: gauge(
+                "ssegate_max_topics",
+                "The max_topics limit, for alerts on how close ssegate_topics is.",
+            ),
             responses_by_code: Vec::new(),
             registry,
         };
@@ -154,6 +164,11 @@ impl Metrics {
         .into_iter()
         .map(|code| (code, metrics.responses.with_label_values(&[code])))
         .collect();
+        // Every deadline shows from the start, at 0, so that alerts and
+        // dashboards see the series before the first timeout.
+        for deadline in ["first_request", "header_read", "keep_alive", "write"] {
+            metrics.timeouts.with_label_values(&[deadline]);
+        }
         #[cfg(target_os = "linux")]
         // Process CPU, memory and file descriptors, read from /proc at scrape.
         let process = prometheus::process_collector::ProcessCollector::for_self();
@@ -161,6 +176,14 @@ impl Metrics {
             tracing::warn!(cause = %err, "process metrics unavailable");
         }
         metrics
+    }
+
+    /// Exposes the configured limits next to the gauges they bound.
+    pub fn set_limits(&self, max_subscribers: usize, max_topics: usize) {
+        self.max_subscribers
+            .set(i64::try_from(max_subscribers).unwrap_or(i64::MAX));
+        self.max_topics
+            .set(i64::try_from(max_topics).unwrap_or(i64::MAX));
     }
 
     pub fn subscriber_opened(&self) {
@@ -191,6 +214,13 @@ impl Metrics {
 
     pub fn event_published(&self, took: Duration) {
         self.events_published.inc();
+        self.publish_duration.observe(took.as_secs_f64());
+    }
+
+    /// A batch of `n_events` published in one step: each counts as an
+    /// event, the time is observed once, for the one append it was.
+    pub fn batch_published(&self, n_events: usize, took: Duration) {
+        self.events_published.inc_by(n_events as u64);
         self.publish_duration.observe(took.as_secs_f64());
     }
 
@@ -241,8 +271,6 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the buffer gauges set from `buffered`
-    /// (events, bytes) first.
     /// The figures the status page shows, read without a scrape.
     pub fn totals(&self) -> Totals {
         Totals {
@@ -255,6 +283,8 @@ impl Metrics {
         }
     }
 
+    /// The text exposition, with the buffer gauges set from `buffered`
+    /// (events, bytes) first.
     pub fn render(&self, buffered: (usize, usize)) -> String {
         self.buffered_events.set(buffered.0 as i64);
         self.buffered_bytes.set(buffered.1 as i64);

@@ -181,13 +181,10 @@ impl Registry {
             let topic = self.topic(topic, started)?;
             match topic.append_batch(&self.sequence, batch, started) {
                 Ok(appended) => {
-                    let elapsed = started.elapsed();
+                    self.metrics
+                        .batch_published(appended.seqs.len(), started.elapsed());
                     let epoch = self.sequence.epoch();
                     let ids = appended.seqs.iter().map(|&seq| epoch.format(seq)).collect();
-                    appended
-                        .seqs
-                        .iter()
-                        .for_each(|_| self.metrics.event_published(elapsed));
                     return Ok(PublishedBatch {
                         ids,
                         n_subscribers: appended.n_subscribers,
@@ -379,30 +376,40 @@ impl Registry {
         topics.iter().for_each(|topic| topic.wake_all());
     }
 
-    /// Total events and bytes buffered across topics, for `/metrics`.
     /// The `n` topics with the most subscribers (then the most buffered
-    /// events), for the status page. Walks every topic: called once a second
-    /// per status viewer, and viewers are few.
+    /// events), for the status page. Walks every topic, so the status page
+    /// calls it once a second whatever the number of viewers; only the `n`
+    /// chosen have their names copied.
     pub fn busiest_topics(&self, n: usize) -> Vec<TopicOccupancy> {
         let topics: Vec<Arc<Topic>> = self.topics.iter().map(|t| Arc::clone(&t)).collect();
-        let mut busiest: Vec<TopicOccupancy> = topics
+        let mut ranked: Vec<(usize, usize, &Arc<Topic>)> = topics
             .iter()
             .map(|topic| {
                 let (n_subscribers, n_buffered) = topic.occupancy();
-                TopicOccupancy {
-                    name: topic.name().as_str().to_owned(),
-                    n_subscribers,
-                    n_buffered,
-                }
+                (n_subscribers, n_buffered, topic)
             })
             .collect();
-        busiest.sort_unstable_by(|a, b| {
-            (b.n_subscribers, b.n_buffered, &a.name).cmp(&(a.n_subscribers, a.n_buffered, &b.name))
-        });
-        busiest.truncate(n);
-        busiest
+        let busier = |a: &(usize, usize, &Arc<Topic>), b: &(usize, usize, &Arc<Topic>)| {
+            (b.0, b.1)
+                .cmp(&(a.0, a.1))
+                .then_with(|| a.2.name().as_str().cmp(b.2.name().as_str()))
+        };
+        if ranked.len() > n && n > 0 {
+            ranked.select_nth_unstable_by(n - 1, busier);
+        }
+        ranked.truncate(n);
+        ranked.sort_unstable_by(busier);
+        ranked
+            .into_iter()
+            .map(|(n_subscribers, n_buffered, topic)| TopicOccupancy {
+                name: topic.name().as_str().to_owned(),
+                n_subscribers,
+                n_buffered,
+            })
+            .collect()
     }
 
+    /// Total events and bytes buffered across topics, for `/metrics`.
     pub fn buffered(&self) -> (usize, usize) {
         let topics: Vec<Arc<Topic>> = self.topics.iter().map(|t| Arc::clone(&t)).collect();
         let n_events = topics.iter().map(|topic| topic.buffered().0).sum();

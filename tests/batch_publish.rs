@@ -179,7 +179,7 @@ async fn batch_limits() {
     let over_ring = "{\"data\":\"x\"}\n".repeat(4);
     let (status, reason) = post(&server, "/publish/t", "application/x-ndjson", over_ring).await;
     assert_eq!(status, 413, "{reason}");
-    assert!(reason.contains("buffer_events 3"), "{reason}");
+    assert!(reason.contains("buffer_events (3)"), "{reason}");
 
     let fits = "{\"data\":\"x\"}\n".repeat(3);
     let (status, text) = post(&server, "/publish/t", "application/x-ndjson", fits).await;

@@ -56,7 +56,9 @@ fn browser_suites_against_the_binary() {
     suites.sort();
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../browser-artifacts");
     let status = Command::new("node")
-        .arg("--test")
+        // One suite at a time: they pick free ports and restart gateways on
+        // them, which parallel suites could race for.
+        .args(["--test", "--test-concurrency=1"])
         .args(&suites)
         .current_dir(&dir)
         .env("SSEGATE_BIN", env!("CARGO_BIN_EXE_ssegate"))

@@ -28,11 +28,12 @@ async fn the_page_is_served_and_its_feed_follows_the_gateway() {
     for _ in 0..3 {
         publish(&server, "busy", "x").await;
     }
-    // Snapshots come every second; the first may predate the publishes.
+    // Snapshots come every second; the first may predate the publishes, and
+    // a delivery is counted when the subscriber's write happens.
     let mut snapshot = serde_json::Value::Null;
-    for _ in 0..5 {
+    for _ in 0..10 {
         snapshot = serde_json::from_str(&feed.next().await.data).expect("JSON snapshot");
-        if snapshot["published"] == 3 {
+        if snapshot["published"] == 3 && snapshot["delivered"] == 3 {
             break;
         }
     }

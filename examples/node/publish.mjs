@@ -2,6 +2,9 @@
 //   node examples/node/publish.mjs [base-url] [topic]
 // Exercised by tests/examples.rs.
 
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+
 const base = process.argv[2] ?? process.env.SSEGATE_URL ?? 'http://127.0.0.1:8080';
 const topic = process.argv[3] ?? 'examples/node';
 const token = process.env.SSEGATE_PUBLISH_TOKEN; // when publish_token is set
@@ -38,7 +41,8 @@ export async function publishBatch(topic, events) {
   return (await response.json()).ids;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+// Run as a script (not imported): publish a few examples.
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   const id = await publish(topic, JSON.stringify({ order: 42, status: 'shipped' }), { event: 'status' });
   console.log(`published ${id}`);
   const ids = await publishBatch(topic, [

@@ -9,6 +9,7 @@ Exercised by tests/examples.rs.
 import json
 import os
 import sys
+import urllib.parse
 import urllib.request
 
 BASE = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("SSEGATE_URL", "http://127.0.0.1:8080")
@@ -29,7 +30,7 @@ def _post(path, body, content_type=None):
 
 def publish(topic, data, event=None):
     """One event: the body is the data. Returns its id."""
-    query = f"?event={event}" if event else ""
+    query = f"?event={urllib.parse.quote(event)}" if event else ""
     return _post(f"/publish/{topic}{query}", data.encode("utf-8"))["id"]
 
 

@@ -87,16 +87,24 @@ pub fn parse_envelope(body: &str) -> Option<JsonEvent> {
         .ok()
 }
 
+/// The longest piece of a client's input quoted back in a reason.
+const MAX_QUOTED: usize = 120;
+
 /// An `application/x-ndjson` body: one envelope per line, blank lines
 /// skipped. The first bad line refuses the batch, with its number (counting
-/// from 1) in the reason.
-pub fn parse_ndjson(body: &str) -> Result<Vec<(usize, JsonEvent)>, ApiError> {
+/// from 1) in the reason. More than `max_events` events is refused as soon
+/// as the line after the last allowed one is seen, before it is parsed: a
+/// body of tiny lines must not turn into a crowd of allocations first.
+pub fn parse_ndjson(body: &str, max_events: usize) -> Result<Vec<(usize, JsonEvent)>, ApiError> {
     let mut events = Vec::new();
     for (index, line) in body.split('\n').enumerate() {
         let line_number = index + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.trim().is_empty() {
             continue;
+        }
+        if events.len() == max_events {
+            return Err(ApiError::BatchTooManyEvents { max: max_events });
         }
         let event = serde_json::from_str::<Envelope>(line)
             .and_then(Envelope::into_event)
@@ -116,12 +124,18 @@ pub fn parse_ndjson(body: &str) -> Result<Vec<(usize, JsonEvent)>, ApiError> {
 }
 
 /// serde_json's message without its "at line 1 column N" suffix, which
-/// would be wrong here: the line is ours to count.
+/// would be wrong here (the line is ours to count), on one line (it may
+/// quote a key the client wrote: escaped) and short.
 fn describe(err: &serde_json::Error) -> String {
     let message = err.to_string();
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_owned(),
-        None => message,
+    let message = match message.rfind(" at line ") {
+        Some(at) => &message[..at],
+        None => &message,
+    };
+    let escaped: String = message.escape_debug().collect();
+    match escaped.char_indices().nth(MAX_QUOTED) {
+        Some((cut, _)) => format!("{}…", &escaped[..cut]),
+        None => escaped,
     }
 }
 
@@ -180,7 +194,7 @@ mod tests {
     fn ndjson_lines() {
         let body = "{\"data\":\"one\"}\r\n\n  \n{\"data\":\"two\",\"event\":\"x\"}\n";
         assert_eq!(
-            parse_ndjson(body),
+            parse_ndjson(body, 10),
             Ok(vec![(1, event(None, "one")), (4, event(Some("x"), "two"))])
         );
     }
@@ -188,20 +202,38 @@ mod tests {
     #[test]
     fn a_bad_line_is_named() {
         let body = "{\"data\":\"one\"}\n{\"data\":\"two\"}\n{\"dta\":\"three\"}\n";
-        let err = parse_ndjson(body).unwrap_err();
+        let err = parse_ndjson(body, 10).unwrap_err();
         assert_eq!(err.status(), 400);
         let reason = err.to_string();
         assert!(reason.starts_with("line 3: "), "{reason}");
         assert!(!reason.contains('\n'), "{reason}");
         assert!(matches!(
-            parse_ndjson("{\"data\":\"ok\"}\nnot json"),
+            parse_ndjson("{\"data\":\"ok\"}\nnot json", 10),
             Err(ApiError::InvalidBatchLine { line: 2, .. })
         ));
     }
 
     #[test]
     fn an_empty_batch_is_refused() {
-        assert_eq!(parse_ndjson(""), Err(ApiError::EmptyBatch));
-        assert_eq!(parse_ndjson("\n\r\n"), Err(ApiError::EmptyBatch));
+        assert_eq!(parse_ndjson("", 10), Err(ApiError::EmptyBatch));
+        assert_eq!(parse_ndjson("\n\r\n", 10), Err(ApiError::EmptyBatch));
+    }
+
+    #[test]
+    fn too_many_events_stop_the_parse() {
+        let body = "{\"data\":0}\n".repeat(3) + "not even json\n";
+        assert_eq!(
+            parse_ndjson(&body, 3).unwrap_err(),
+            ApiError::BatchTooManyEvents { max: 3 }
+        );
+    }
+
+    #[test]
+    fn quoted_keys_stay_on_one_short_line() {
+        let key = format!("a\\nb{}", "x".repeat(500));
+        let body = format!("{{\"{key}\":1}}");
+        let reason = parse_ndjson(&body, 10).unwrap_err().to_string();
+        assert!(!reason.contains('\n'), "{reason}");
+        assert!(reason.len() < 300, "{reason}");
     }
 }

@@ -127,15 +127,17 @@ pub async fn handle(
 }
 
 /// Makes hyper drop the connection (HTTP/1) or reset the stream (HTTP/2)
-/// instead of answering. Used for a subscribe that arrives on an open
-/// connection during shutdown: `EventSource` gives up for good on any status
+/// instead of answering. Used for a stream (subscribe or status feed) asked
+/// for on an open connection during shutdown: `EventSource` gives up for good on any status
 /// but 200, while a broken connection makes it retry, elsewhere.
 #[derive(Debug)]
 pub struct BreakConnection;
 
 impl std::fmt::Display for BreakConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("subscribe during shutdown: connection broken so the client retries elsewhere")
+        f.write_str(
+            "stream requested during shutdown: connection broken so the client retries elsewhere",
+        )
     }
 }
 

@@ -37,28 +37,37 @@ pub async fn handle(
         .and_then(|value| value.to_str().ok());
     let format = BodyFormat::of(content_type);
     let config = &state.config;
+    // A JSON body may be an envelope (bounded by the batch limit) or the
+    // verbatim data (bounded by the event limit): whichever is larger.
     let max = match format {
         BodyFormat::Plain => config.max_event_bytes,
-        BodyFormat::Json | BodyFormat::Ndjson => config.max_batch_bytes,
+        BodyFormat::Json => config.max_batch_bytes.max(config.max_event_bytes),
+        BodyFormat::Ndjson => config.max_batch_bytes,
     };
     let body = read_body(&head.headers, body, max, config.request_body_timeout)
         .await
         .map_err(|err| match (err, format) {
-            (ApiError::BodyTooLarge { max }, BodyFormat::Json | BodyFormat::Ndjson) => {
-                ApiError::BatchTooLarge { max }
-            }
+            (ApiError::BodyTooLarge { max }, BodyFormat::Ndjson) => ApiError::BatchTooLarge { max },
             (err, _) => err,
         })?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::BodyNotUtf8)?;
     match format {
         BodyFormat::Ndjson => {
-            let events = batch::parse_ndjson(text)?;
+            let events = batch::parse_ndjson(text, config.buffer_events)?;
             publish_batch(topic, event_type.as_deref(), &events, state)
         }
         BodyFormat::Json => match batch::parse_envelope(text) {
+            // One event, so its errors are the raw body's, without a line.
             Some(event) => {
-                let event_type = line_event_type(1, &event, event_type.as_deref())?;
-                check_data_size(1, &event.data, config.max_event_bytes)?;
+                if let Some(own_type) = &event.event_type {
+                    validate_event_type(own_type)?;
+                }
+                if event.data.len() > config.max_event_bytes {
+                    return Err(ApiError::BodyTooLarge {
+                        max: config.max_event_bytes,
+                    });
+                }
+                let event_type = event.event_type.as_deref().or(event_type.as_deref());
                 publish_one(topic, event_type, &event.data, state)
             }
             // Not an envelope: the contract's verbatim body, with its limit.

@@ -1,20 +1,22 @@
 //! The live status page: `GET /` serves a page built into the binary, and
 //! `GET /status/events` feeds it one JSON snapshot a second over SSE.
 //!
-//! The feed is not a topic: a snapshot is made per viewer per tick from the
-//! metrics and the registry, so it costs nothing while nobody watches, and a
-//! user cannot publish into it. Viewers are capped (`MAX_VIEWERS`): each
-//! tick walks every topic to find the busiest.
+//! The feed is not a topic: a snapshot is made from the metrics and the
+//! registry when a viewer's tick asks for one, at most once a second however
+//! many watch (it walks every topic to find the busiest), so it costs nothing
+//! while nobody watches, and a user cannot publish into it. Viewers are
+//! capped (`MAX_VIEWERS`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::time::{Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -25,16 +27,22 @@ pub const PAGE: &str = include_str!("page.html");
 /// How often a viewer gets a snapshot.
 const TICK: Duration = Duration::from_secs(1);
 
+/// How old a cached snapshot may be and still be sent: a little under a
+/// tick, so that one viewer's ticks never all get the same one.
+const FRESH: Duration = Duration::from_millis(900);
+
 /// Status streams open at once, at most.
 pub const MAX_VIEWERS: usize = 32;
 
 /// Topics listed per snapshot.
 const BUSIEST_TOPICS: usize = 20;
 
-/// Counts open status streams; one per server.
+/// Counts open status streams, and keeps the latest snapshot: however many
+/// viewers watch, the topics are walked at most once per `TICK`.
 #[derive(Debug, Default)]
 pub struct Viewers {
     n_open: Arc<AtomicUsize>,
+    latest: Mutex<Option<(Instant, Bytes)>>,
 }
 
 impl Viewers {
@@ -46,6 +54,20 @@ impl Viewers {
             })
             .ok()?;
         Some(ViewerSlot(Arc::clone(&self.n_open)))
+    }
+
+    /// The current snapshot frame, made anew when the last is a tick old.
+    fn frame(&self, state: &AppState) -> Bytes {
+        let now = Instant::now();
+        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*latest {
+            Some((made, frame)) if now.duration_since(*made) < FRESH => frame.clone(),
+            _ => {
+                let frame = Bytes::from(format!("data: {}\n\n", snapshot(state)));
+                *latest = Some((now, frame.clone()));
+                frame
+            }
+        }
     }
 }
 
@@ -65,6 +87,9 @@ pub struct StatusStream {
     first: Option<Bytes>,
     ticks: Interval,
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Set once the feed has ended, so that a further poll does not poll
+    /// the finished shutdown future again.
+    ended: bool,
     _slot: ViewerSlot,
 }
 
@@ -85,20 +110,24 @@ impl StatusStream {
             first: Some(state.retry_frame.clone()),
             ticks,
             shutdown: Box::pin(async move { shutdown.wait().await }),
+            ended: false,
             _slot: slot,
         })
     }
 
     pub fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(first));
         }
         if self.shutdown.as_mut().poll(cx).is_ready() {
+            self.ended = true;
             return Poll::Ready(None);
         }
         ready!(self.ticks.poll_tick(cx));
-        let frame = format!("data: {}\n\n", snapshot(&self.state));
-        Poll::Ready(Some(Bytes::from(frame)))
+        Poll::Ready(Some(self.state.status_viewers.frame(&self.state)))
     }
 }
 

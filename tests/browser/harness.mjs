@@ -67,6 +67,35 @@ export async function publish(base, topic, body, eventType) {
   return response.json();
 }
 
+/**
+ * Publishes `count` events to `topic` as HTTP/1.1 requests pipelined in one
+ * write on one connection: the gateway reads them back to back, so no
+ * subscriber runs between them (what a publisher flood looks like to a
+ * slow reader). Resolves when every response is in; rejects on a non-200.
+ */
+export function publishPipelined(base, topic, body, count) {
+  const { hostname, port } = new URL(base);
+  const request = `POST /publish/${topic} HTTP/1.1\r\nHost: ${hostname}\r\n`
+    + `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(request.repeat(count)));
+    let replies = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk) => {
+      replies += chunk;
+      const statuses = replies.match(/HTTP\/1\.1 \d{3}/g) ?? [];
+      if (statuses.some((s) => !s.endsWith('200'))) {
+        socket.destroy();
+        reject(new Error(`pipelined publish refused: ${statuses.join(', ')}`));
+      } else if (statuses.length === count) {
+        socket.end();
+        resolve();
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
 /** One value of the gateway's /metrics. */
 export async function metric(base, name) {
   const text = await (await fetch(`${base}/metrics`)).text();
@@ -93,7 +122,14 @@ export async function startPageServer() {
     if (served) {
       const [prefix, dir, contentType] = served;
       const root = path.resolve(dir);
-      const file = path.resolve(root, decodeURIComponent(url.pathname.slice(prefix.length)));
+      let relative;
+      try {
+        relative = decodeURIComponent(url.pathname.slice(prefix.length));
+      } catch {
+        res.writeHead(400).end();
+        return;
+      }
+      const file = path.resolve(root, relative);
       if (!file.startsWith(root + path.sep)) {
         res.writeHead(403).end();
         return;

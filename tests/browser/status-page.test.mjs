@@ -42,7 +42,7 @@ test('the status page shows live figures and draws the chart', async () => {
     const page = await browser.newPage({ viewport: { width: 1000, height: 800 } });
     await page.goto(`${gateway.base}/`);
     await waitFor(page, () => document.getElementById('state').textContent === 'live');
-    assert.equal(await page.textContent('#published'), '0');
+    await waitFor(page, () => document.getElementById('published').textContent === '0');
     const watcher = await browser.newPage();
     await watcher.goto(`${gateway.base}/`);
     await watcher.evaluate(() => { window.feed = new EventSource('/subscribe/orders/eu'); });
