@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use ssegate::config::{self, ConfigError};
+use ssegate::config::{self, Action, ConfigError, LogFormat};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -37,6 +37,19 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Logs to stderr at the `RUST_LOG` level (default `info`), as text for
+/// people or one JSON object per line for log pipelines.
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
 fn main() -> ExitCode {
     let loaded = match config::load(std::env::args_os(), std::env::vars_os()) {
         Ok(loaded) => loaded,
@@ -54,13 +67,22 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    match loaded.action {
+        Action::Run => {}
+        Action::CheckConfig => {
+            let file = loaded.file.as_deref().unwrap_or(std::path::Path::new("-"));
+            println!("{}: ok", file.display());
+            for warning in &loaded.warnings {
+                println!("warning: {warning}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Action::PrintConfig => {
+            print!("{}", loaded.effective_toml());
+            return ExitCode::SUCCESS;
+        }
+    }
+    init_logs(loaded.config.log_format);
     match &loaded.file {
         Some(path) => tracing::info!(file = %path.display(), "configuration loaded"),
         None => tracing::info!("no configuration file; embedded defaults"),

@@ -274,3 +274,98 @@ fn an_address_in_use_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn version_names_the_release() {
+    let (code, stdout, _) = run_binary(&["--version"], &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        stdout.trim(),
+        format!("ssegate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_says_ok_or_names_the_bad_key() {
+    let documented = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ssegate.toml");
+    let (code, stdout, stderr) = run_binary(&["--check-config", documented], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.lines().next(),
+        Some(format!("{documented}: ok").as_str())
+    );
+
+    let dir = std::env::temp_dir().join(format!("ssegate-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for (text, expect) in [
+        (
+            "heartbeat_interval = \"soon\"\n",
+            "invalid heartbeat_interval",
+        ),
+        ("heartbeat = \"5s\"\n", "unknown key `heartbeat`"),
+        ("listen = \"nowhere\"\n", "invalid listen"),
+        ("log_format = \"xml\"\n", "invalid log_format"),
+    ] {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, text).expect("write");
+        let (code, stdout, stderr) =
+            run_binary(&["--check-config", path.to_str().expect("utf-8")], &[]);
+        assert_eq!(code, Some(64), "{text}: {stdout} {stderr}");
+        assert!(stderr.contains(expect), "{text}: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn print_config_prints_the_effective_toml() {
+    let (code, stdout, stderr) = run_binary(
+        &["--print-config", "--heartbeat-interval", "5s"],
+        &[
+            ("SSEGATE_MAX_TOPICS", "500"),
+            ("SSEGATE_PUBLISH_TOKEN", "hunter2"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let table: toml::Table = stdout.parse().expect("TOML");
+    assert_eq!(table["heartbeat_interval"].as_str(), Some("5s"));
+    assert_eq!(table["max_topics"].as_integer(), Some(500));
+    assert_eq!(table["buffer_events"].as_integer(), Some(1024));
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(!table.contains_key("publish_token"));
+    assert_eq!(table.len(), ssegate::config::KEYS.len() - 1);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssegate"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut started = None;
+    for line in lines.by_ref().take(10) {
+        let line = line.expect("log line");
+        let record: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+        assert!(
+            record["timestamp"].is_string() && record["level"].is_string(),
+            "{line}"
+        );
+        if record["message"] == "ssegate listening" {
+            started = Some(record);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let started = started.expect("a start line");
+    assert!(
+        started["listen"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{started}"
+    );
+}

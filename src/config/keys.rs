@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use super::Config;
 use super::value::{address, boolean, bytes, count, duration, list, optional};
+use super::{Config, LogFormat};
 
 /// One configuration key.
 pub struct Key {
@@ -253,6 +253,36 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "http2_max_header_list_bytes",
+        value_name: "BYTES",
+        default: "16KiB",
+        help: "Largest header list an HTTP/2 request may send (SETTINGS_MAX_HEADER_LIST_SIZE).",
+        apply: |c, v| {
+            c.http2_max_header_list_bytes = bytes(v, 1024, 1 << 20)? as u32;
+            Ok(())
+        },
+    },
+    Key {
+        name: "http2_max_pending_accept_reset_streams",
+        value_name: "COUNT",
+        default: "20",
+        help: "HTTP/2 streams a client may reset before they are served; more is GOAWAY (rapid reset).",
+        apply: |c, v| {
+            c.http2_max_pending_accept_reset_streams = count(v, 1, 100_000)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "http2_max_local_error_reset_streams",
+        value_name: "COUNT",
+        default: "1024",
+        help: "HTTP/2 streams a client may make the server reset on errors; more is GOAWAY.",
+        apply: |c, v| {
+            c.http2_max_local_error_reset_streams = count(v, 1, 100_000)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "tcp_keepalive",
         value_name: "DURATION",
         default: "60s",
@@ -269,6 +299,20 @@ pub const KEYS: &[Key] = &[
         help: "On SIGTERM/SIGINT, the longest wait for connections to finish.",
         apply: |c, v| {
             c.shutdown_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "log_format",
+        value_name: "FORMAT",
+        default: "text",
+        help: "Log lines as `text` (for people) or `json` (one object per line, for log pipelines).",
+        apply: |c, v| {
+            c.log_format = match v.trim() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => return Err(format!("{other:?} is not a log format (text or json)")),
+            };
             Ok(())
         },
     },

@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::PathBuf;
 
-use clap::{Arg, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::Config;
 use super::keys::{self, KEYS, Key};
@@ -23,6 +23,66 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
     /// E.g. an `SSEGATE_*` variable that is no key (a typo, most likely).
     pub warnings: Vec<String>,
+    /// What the command line asked for.
+    pub action: Action,
+    /// The text that won for each key of `KEYS`, in order (for
+    /// `--print-config`).
+    effective: Vec<String>,
+}
+
+/// What the binary is to do with the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Run,
+    /// `--check-config PATH`: the configuration is valid; say so and exit 0.
+    CheckConfig,
+    /// `--print-config`: print the effective configuration as TOML.
+    PrintConfig,
+}
+
+impl Loaded {
+    /// The effective configuration (file, then environment, then flags) as
+    /// TOML that loads back to the same settings, each key under its help
+    /// line. `publish_token` is never printed, only whether it is set.
+    pub fn effective_toml(&self) -> String {
+        let mut out = String::from("# ssegate: effective configuration\n");
+        for (key, text) in KEYS.iter().zip(&self.effective) {
+            out.push_str(&format!("\n# {}\n", key.help));
+            if key.value_name == "TOKEN" {
+                let state = if text.trim().is_empty() {
+                    "unset"
+                } else {
+                    "set; not printed"
+                };
+                out.push_str(&format!("# {} = ({state})\n", key.name));
+                continue;
+            }
+            out.push_str(&format!("{} = {}\n", key.name, toml_value(key, text)));
+        }
+        out
+    }
+}
+
+/// A key's text as the TOML value a user would write.
+fn toml_value(key: &Key, text: &str) -> toml::Value {
+    let text = text.trim();
+    match key.value_name {
+        "COUNT" | "BYTES" => text.parse::<i64>().map_or_else(
+            |_| toml::Value::String(text.to_owned()),
+            toml::Value::Integer,
+        ),
+        "BOOL" => super::value::boolean(text).map_or_else(
+            |_| toml::Value::String(text.to_owned()),
+            toml::Value::Boolean,
+        ),
+        "LIST" => toml::Value::Array(
+            super::value::list(text)
+                .into_iter()
+                .map(toml::Value::String)
+                .collect(),
+        ),
+        _ => toml::Value::String(text.to_owned()),
+    }
 }
 
 #[derive(Debug)]
@@ -91,11 +151,19 @@ where
         }
     })?;
     let env = ssegate_env(env)?;
-    let mut config = Config::default();
+    let mut config = Sources::default();
     let mut warnings = Vec::new();
+    let action = if matches.get_one::<String>("check-config").is_some() {
+        Action::CheckConfig
+    } else if matches.get_flag("print-config") {
+        Action::PrintConfig
+    } else {
+        Action::Run
+    };
 
     let named_file = matches
         .get_one::<String>("config")
+        .or_else(|| matches.get_one::<String>("check-config"))
         .cloned()
         .or_else(|| {
             env.iter()
@@ -116,7 +184,7 @@ where
         }
         let key_name = name[ENV_PREFIX.len()..].to_ascii_lowercase();
         match keys::find(&key_name) {
-            Some(key) => apply(&mut config, key, value, || name.clone())?,
+            Some(key) => config.apply(key, value, || name.clone())?,
             None => warnings.push(format!(
                 "ignoring environment variable {name}: no such key (known keys: {})",
                 keys::names()
@@ -124,28 +192,88 @@ where
         }
     }
     apply_flags(&mut config, &matches)?;
-    config.validate()?;
+    config.config.validate()?;
     Ok(Loaded {
-        config,
+        config: config.config,
         file,
         warnings,
+        action,
+        effective: config.effective,
     })
+}
+
+/// The configuration being built, and the text each key got last.
+struct Sources {
+    config: Config,
+    effective: Vec<String>,
+}
+
+impl Default for Sources {
+    fn default() -> Sources {
+        Sources {
+            config: Config::default(),
+            effective: KEYS.iter().map(|key| key.default.to_owned()).collect(),
+        }
+    }
+}
+
+impl Sources {
+    fn apply(
+        &mut self,
+        key: &Key,
+        value: &str,
+        source: impl FnOnce() -> String,
+    ) -> Result<(), ConfigError> {
+        (key.apply)(&mut self.config, value).map_err(|message| ConfigError::Invalid {
+            key: key.name.to_string(),
+            source: source(),
+            message,
+        })?;
+        if let Some(index) = KEYS.iter().position(|k| k.name == key.name) {
+            self.effective[index] = value.to_owned();
+        }
+        Ok(())
+    }
 }
 
 fn command() -> Command {
     let mut command = Command::new("ssegate")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Server-Sent Events fan-out gateway")
+        .long_about(
+            "Server-Sent Events fan-out gateway: backends POST /publish/<topic>, \
+             browsers hold GET /subscribe/<topic> with EventSource and resume \
+             with Last-Event-ID; /metrics, /healthz, /readyz for operators.",
+        )
         .after_help(
             "Every flag can also be set as SSEGATE_<KEY> in the environment \
              or as <key> in the TOML file; flags win over the environment, \
-             which wins over the file.",
+             which wins over the file.\n\n\
+             Examples:\n  \
+             ssegate                                   embedded defaults, 127.0.0.1:8080\n  \
+             ssegate --config /etc/ssegate/ssegate.toml --listen 0.0.0.0:8080\n  \
+             ssegate --check-config /etc/ssegate/ssegate.toml\n  \
+             SSEGATE_LOG_FORMAT=json ssegate --print-config\n\n\
+             Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads tls_cert/tls_key.",
         )
         .arg(
             Arg::new("config")
                 .long("config")
                 .value_name("PATH")
                 .help("TOML configuration file (also SSEGATE_CONFIG) [default: config/ssegate.toml if it exists, else the embedded defaults]"),
+        )
+        .arg(
+            Arg::new("check-config")
+                .long("check-config")
+                .value_name("PATH")
+                .conflicts_with_all(["config", "print-config"])
+                .help("Check the configuration file PATH (with the environment and the other flags, as a run would), print what is wrong naming the key, and exit: 0 when valid, 64 when not"),
+        )
+        .arg(
+            Arg::new("print-config")
+                .long("print-config")
+                .action(ArgAction::SetTrue)
+                .help("Print the effective configuration (file, environment, flags) as TOML and exit"),
         );
     for key in KEYS {
         let default = match key.default {
@@ -191,7 +319,7 @@ where
     Ok(vars)
 }
 
-fn apply_file(config: &mut Config, path: PathBuf) -> Result<(), ConfigError> {
+fn apply_file(config: &mut Sources, path: PathBuf) -> Result<(), ConfigError> {
     let file_error = |message: String| ConfigError::File {
         path: path.clone(),
         message,
@@ -211,33 +339,18 @@ fn apply_file(config: &mut Config, path: PathBuf) -> Result<(), ConfigError> {
             source: source(),
             message,
         })?;
-        apply(config, key, &text, source)?;
+        config.apply(key, &text, source)?;
     }
     Ok(())
 }
 
-fn apply_flags(config: &mut Config, matches: &ArgMatches) -> Result<(), ConfigError> {
+fn apply_flags(config: &mut Sources, matches: &ArgMatches) -> Result<(), ConfigError> {
     for key in KEYS {
         if let Some(value) = matches.get_one::<String>(key.name) {
-            apply(config, key, value, || {
-                format!("--{}", key.name.replace('_', "-"))
-            })?;
+            config.apply(key, value, || format!("--{}", key.name.replace('_', "-")))?;
         }
     }
     Ok(())
-}
-
-fn apply(
-    config: &mut Config,
-    key: &Key,
-    value: &str,
-    source: impl FnOnce() -> String,
-) -> Result<(), ConfigError> {
-    (key.apply)(config, value).map_err(|message| ConfigError::Invalid {
-        key: key.name.to_string(),
-        source: source(),
-        message,
-    })
 }
 
 /// A TOML value in the text form the key parsers take.
@@ -297,6 +410,68 @@ mod tests {
             vec!["https://a.example", "https://b.example"]
         );
         assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn printed_config_loads_back_to_the_same_settings() {
+        let loaded = load_with(
+            &[
+                "--print-config",
+                "--listen",
+                "0.0.0.0:9000",
+                "--status-page",
+                "off",
+            ],
+            &[
+                (
+                    "SSEGATE_CORS_ALLOWED_ORIGINS",
+                    "https://a.example,https://b.example",
+                ),
+                ("SSEGATE_PUBLISH_TOKEN", "s3cret"),
+                ("SSEGATE_BUFFER_BYTES", "64MiB"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(loaded.action, Action::PrintConfig);
+        let printed = loaded.effective_toml();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(
+            printed.contains("# publish_token = (set; not printed)"),
+            "{printed}"
+        );
+        assert!(printed.contains("listen = \"0.0.0.0:9000\""), "{printed}");
+        assert!(printed.contains("status_page = false"), "{printed}");
+        assert!(printed.contains("buffer_events = 1024"), "{printed}");
+
+        let path =
+            std::env::temp_dir().join(format!("ssegate-printed-{}.toml", std::process::id()));
+        std::fs::write(&path, &printed).expect("write");
+        let path_text = path.display().to_string();
+        let reloaded = load_with(&["--config", &path_text], &[]).expect("printed TOML loads");
+        std::fs::remove_file(&path).ok();
+        let mut expected = loaded.config.clone();
+        expected.publish_token = None;
+        assert_eq!(reloaded.config, expected);
+    }
+
+    #[test]
+    fn check_config_reads_the_named_file() {
+        let dir = std::env::temp_dir().join(format!("ssegate-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "retry = \"1s\"\n").expect("write");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "retry = \"soon\"\n").expect("write");
+        let loaded =
+            load_with(&["--check-config", &good.display().to_string()], &[]).expect("valid");
+        assert_eq!(loaded.action, Action::CheckConfig);
+        assert_eq!(loaded.file.as_deref(), Some(good.as_path()));
+        assert_eq!(loaded.config.retry, Duration::from_secs(1));
+        let err = load_with(&["--check-config", &bad.display().to_string()], &[])
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("invalid retry"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

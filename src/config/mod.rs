@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use keys::KEYS;
-pub use load::{ConfigError, Loaded, load};
+pub use load::{Action, ConfigError, Loaded, load};
 
 /// The gateway's settings; see `config/ssegate.toml` for what each one does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +44,24 @@ pub struct Config {
     pub http2_keep_alive_interval: Duration,
     pub http2_keep_alive_timeout: Duration,
     pub http2_max_concurrent_streams: u32,
+    pub http2_max_header_list_bytes: u32,
+    pub http2_max_pending_accept_reset_streams: usize,
+    pub http2_max_local_error_reset_streams: usize,
     pub tcp_keepalive: Duration,
     pub shutdown_timeout: Duration,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub status_page: bool,
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people: one readable line per record.
+    Text,
+    /// For log pipelines: one JSON object per line.
+    Json,
 }
 
 impl Default for Config {
@@ -78,11 +91,15 @@ impl Default for Config {
             http2_keep_alive_interval: Duration::ZERO,
             http2_keep_alive_timeout: Duration::ZERO,
             http2_max_concurrent_streams: 0,
+            http2_max_header_list_bytes: 0,
+            http2_max_pending_accept_reset_streams: 0,
+            http2_max_local_error_reset_streams: 0,
             tcp_keepalive: Duration::ZERO,
             shutdown_timeout: Duration::ZERO,
             tls_cert: None,
             tls_key: None,
             status_page: false,
+            log_format: LogFormat::Text,
         };
         for key in KEYS {
             // The defaults are literals checked by `defaults_parse` below.
