@@ -35,7 +35,7 @@ use crate::shutdown::{self, Shutdown};
 use crate::sse::encode::retry_frame;
 use crate::sse::stream::StreamSettings;
 use crate::state::{AppState, Shared};
-use crate::tls::TlsAcceptor;
+use crate::tls::{self, TlsAcceptor};
 
 type Builder = auto::Builder<TokioExecutor>;
 
@@ -59,6 +59,9 @@ pub async fn run(
     log_start(&state.config, local_addr);
 
     let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));
+    let reloader = tls
+        .clone()
+        .map(|tls| tokio::spawn(tls::reload_on_hangup(tls)));
     let builder = Arc::new(connection_builder(&state.config));
     let graceful = GracefulShutdown::new();
     let acceptor = Acceptor {
@@ -95,12 +98,16 @@ pub async fn run(
         );
     }
     sweeper.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     tracing::info!("shutdown complete");
     Ok(())
 }
 
 pub(crate) fn app_state(config: Config, shutdown: Shutdown) -> AppState {
     let metrics = Arc::new(Metrics::new());
+    metrics.set_limits(config.max_subscribers, config.max_topics);
     let limits = Limits {
         buffer_events: config.buffer_events,
         buffer_bytes: config.buffer_bytes,
@@ -159,6 +166,11 @@ fn connection_builder(config: &Config) -> Builder {
         .keep_alive_interval(config.http2_keep_alive_interval)
         .keep_alive_timeout(config.http2_keep_alive_timeout)
         .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .max_header_list_size(config.http2_max_header_list_bytes)
+        // Rapid-reset protections (CVE-2023-44487, RUSTSEC-2024-0003): a
+        // client that resets or provokes resets faster than this gets GOAWAY.
+        .max_pending_accept_reset_streams(config.http2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(config.http2_max_local_error_reset_streams)
         .max_send_buf_size(config.connection_buffer_bytes);
     builder
 }

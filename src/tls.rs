@@ -1,54 +1,149 @@
 //! TLS termination (`tls_cert` + `tls_key`), with ALPN offering `h2` and
 //! `http/1.1` so browsers get HTTP/2 and everything else still works.
+//!
+//! The certificate sits behind a resolver that `reload` swaps, so a renewed
+//! certificate is picked up on SIGHUP by every new handshake while the
+//! connections already open (and their streams) carry on untouched.
 
+use std::fmt;
 use std::io;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use pki_types::pem::PemObject;
 use pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::crypto::ring::default_provider;
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::server::TlsStream;
 
-/// A cheap-to-clone TLS acceptor built once at start-up.
+/// A cheap-to-clone TLS acceptor whose certificate can be reloaded.
 #[derive(Clone)]
-pub struct TlsAcceptor(tokio_rustls::TlsAcceptor);
+pub struct TlsAcceptor {
+    acceptor: tokio_rustls::TlsAcceptor,
+    certificate: Arc<CurrentCertificate>,
+}
+
+/// The certificate every new handshake gets, and where it was loaded from.
+struct CurrentCertificate {
+    key: RwLock<Arc<CertifiedKey>>,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+}
+
+impl fmt::Debug for CurrentCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CurrentCertificate")
+            .field("cert_path", &self.cert_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for CurrentCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // A panic cannot happen while the lock is held (it only swaps an Arc).
+        Some(Arc::clone(
+            &self.key.read().unwrap_or_else(PoisonError::into_inner),
+        ))
+    }
+}
 
 impl TlsAcceptor {
     /// Loads a PEM certificate chain and private key. Errors name the file.
     pub fn from_pem_files(cert_path: &Path, key_path: &Path) -> io::Result<TlsAcceptor> {
-        let invalid = |path: &Path, what: &str, err: &dyn std::fmt::Display| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{what} {}: {err}", path.display()),
-            )
-        };
-        let certs = CertificateDer::pem_file_iter(cert_path)
-            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|err| invalid(cert_path, "cannot read tls_cert", &err))?;
-        if certs.is_empty() {
-            return Err(invalid(cert_path, "no certificate in tls_cert", &"empty"));
-        }
-        let key = PrivateKeyDer::from_pem_file(key_path)
-            .map_err(|err| invalid(key_path, "cannot read tls_key", &err))?;
-        let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        let provider = Arc::new(default_provider());
+        let key = load_certified_key(cert_path, key_path, &provider)?;
+        let certificate = Arc::new(CurrentCertificate {
+            key: RwLock::new(Arc::new(key)),
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            provider: Arc::clone(&provider),
+        });
+        let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|err| invalid(cert_path, "TLS setup failed for", &err))?
             .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|err| invalid(key_path, "tls_key does not fit tls_cert", &err))?;
+            .with_cert_resolver(Arc::clone(&certificate) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(TlsAcceptor(tokio_rustls::TlsAcceptor::from(Arc::new(
-            config,
-        ))))
+        Ok(TlsAcceptor {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            certificate,
+        })
+    }
+
+    /// Reads the certificate and key files again. On success new handshakes
+    /// use them; on failure the old ones stay, and the error says why.
+    pub fn reload(&self) -> io::Result<()> {
+        let current = &self.certificate;
+        let key = load_certified_key(&current.cert_path, &current.key_path, &current.provider)?;
+        *current.key.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+        Ok(())
     }
 
     pub async fn accept<T>(&self, io: T) -> io::Result<TlsStream<T>>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        self.0.accept(io).await
+        self.acceptor.accept(io).await
+    }
+}
+
+fn invalid(path: &Path, what: &str, err: &dyn fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what} {}: {err}", path.display()),
+    )
+}
+
+fn load_certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &CryptoProvider,
+) -> io::Result<CertifiedKey> {
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| invalid(cert_path, "cannot read tls_cert", &err))?;
+    if certs.is_empty() {
+        return Err(invalid(cert_path, "no certificate in tls_cert", &"empty"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|err| invalid(key_path, "cannot read tls_key", &err))?;
+    CertifiedKey::from_der(certs, key, provider)
+        .map_err(|err| invalid(key_path, "tls_key does not fit tls_cert", &err))
+}
+
+/// Reloads the certificate on every SIGHUP until the task is dropped; logs
+/// the outcome either way, so an operator sees whether renewal took.
+pub async fn reload_on_hangup(acceptor: TlsAcceptor) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::warn!(cause = %err, "cannot listen for SIGHUP; certificate reload is off");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            let cert = acceptor.certificate.cert_path.display();
+            match acceptor.reload() {
+                Ok(()) => tracing::info!(%cert, "SIGHUP: TLS certificate reloaded"),
+                Err(err) => tracing::warn!(
+                    %cert,
+                    cause = %err,
+                    "SIGHUP: TLS certificate not reloaded; keeping the previous one"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = acceptor;
+        std::future::pending::<()>().await;
     }
 }

@@ -2,11 +2,12 @@
 //! binary in headless Chromium: `EventSource` (CORS, credentials, event
 //! types, automatic reconnect after a network cut, a slow-subscriber drop and
 //! a restart), the fetch/XHR clients (`@microsoft/fetch-event-source`,
-//! `sse.js`), and the status page (screenshot in `target/browser-artifacts`).
+//! `sse.js`), the status page (screenshot in `target/browser-artifacts`), and
+//! ten `EventSource`s sharing one HTTP/2 connection over TLS.
 //!
 //! Needs Node.js, Chromium and `npm ci --prefix tests/browser`. Without them
 //! the test says so and passes, so `cargo test` works on a fresh machine;
-//! `.ci/run` installs them and sets `SSEGATE_BROWSER_TESTS=require`, which
+//! `.ci/run` installs them and sets `REQUIRE_TEST_TOOLS=1`, which
 //! turns anything missing into a failure.
 
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ fn browser_suites_against_the_binary() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let missing = missing_prerequisites(&dir);
     if !missing.is_empty() {
-        let required = std::env::var("SSEGATE_BROWSER_TESTS").is_ok_and(|v| v == "require");
+        let required = std::env::var("REQUIRE_TEST_TOOLS").is_ok_and(|v| v == "1");
         assert!(!required, "browser test prerequisites missing: {missing:?}");
         // Straight to the terminal: the test harness captures `eprintln!` of
         // passing tests, and a skip must not pass unnoticed.
@@ -55,6 +56,20 @@ fn browser_suites_against_the_binary() {
         .collect();
     suites.sort();
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../browser-artifacts");
+    // A self-signed certificate for the TLS suite (the browser is told to
+    // accept it for its context).
+    let tls_dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("browser-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&tls_dir).expect("tls dir");
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("certificate");
+    std::fs::write(tls_dir.join("cert.pem"), generated.cert.pem()).expect("cert");
+    std::fs::write(
+        tls_dir.join("key.pem"),
+        generated.signing_key.serialize_pem(),
+    )
+    .expect("key");
     let status = Command::new("node")
         // One suite at a time: they pick free ports and restart gateways on
         // them, which parallel suites could race for.
@@ -63,8 +78,11 @@ fn browser_suites_against_the_binary() {
         .current_dir(&dir)
         .env("SSEGATE_BIN", env!("CARGO_BIN_EXE_ssegate"))
         .env("SSEGATE_ARTIFACTS", artifacts)
+        .env("TEST_TLS_CERT", tls_dir.join("cert.pem"))
+        .env("TEST_TLS_KEY", tls_dir.join("key.pem"))
         .env("CHROMIUM", chromium())
         .status()
         .expect("run node");
+    std::fs::remove_dir_all(&tls_dir).ok();
     assert!(status.success(), "browser tests failed: {status}");
 }

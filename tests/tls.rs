@@ -98,3 +98,60 @@ async fn unusable_key_material_stops_start_up_with_the_file_named() {
         .expect_err("start-up must fail");
     assert!(err.to_string().contains("key.pem"), "{err}");
 }
+
+/// A `/healthz` over a fresh connection by a client that trusts only `cert`.
+async fn handshake_ok(cert: &Certificate, addr: SocketAddr) -> bool {
+    tls_client(cert, &[b"h2"], addr)
+        .get(format!("https://localhost:{}/healthz", addr.port()))
+        .send()
+        .await
+        .is_ok_and(|response| response.status() == 200)
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_without_dropping_streams() {
+    let old = Certificate::generate("reload-old");
+    let new = Certificate::generate("reload-new");
+    let server = common::ServerProcess::start(&[
+        "--tls-cert",
+        old.dir.join("cert.pem").to_str().expect("utf-8"),
+        "--tls-key",
+        old.dir.join("key.pem").to_str().expect("utf-8"),
+    ]);
+    let url = |path: &str| format!("https://localhost:{}{path}", server.addr.port());
+    let client = tls_client(&old, &[b"h2"], server.addr);
+    let mut stream = Subscriber::open_with(&client, &url("/subscribe/renewal"), None).await;
+    assert!(handshake_ok(&old, server.addr).await);
+    assert!(!handshake_ok(&new, server.addr).await);
+
+    // A broken pair is refused and the served certificate stays.
+    std::fs::write(old.dir.join("key.pem"), "not a key").expect("overwrite");
+    server.signal(libc::SIGHUP);
+    common::eventually("the failed reload to be logged", || async {
+        server.log_text().contains("certificate not reloaded")
+    })
+    .await;
+    assert!(handshake_ok(&old, server.addr).await);
+
+    // The renewed pair is served to new connections.
+    for file in ["cert.pem", "key.pem"] {
+        std::fs::copy(new.dir.join(file), old.dir.join(file)).expect("renew");
+    }
+    server.signal(libc::SIGHUP);
+    common::eventually("the reload to be logged", || async {
+        server.log_text().contains("TLS certificate reloaded")
+    })
+    .await;
+    assert!(handshake_ok(&new, server.addr).await);
+    assert!(!handshake_ok(&old, server.addr).await);
+
+    // The stream opened under the old certificate never noticed.
+    let reply = publish_to(
+        &tls_client(&new, &[b"h2"], server.addr),
+        &url("/publish/renewal"),
+        "after renewal",
+    )
+    .await;
+    assert_eq!(reply.subscribers, 1);
+    assert_eq!(stream.next().await.data, "after renewal");
+}
