@@ -6,7 +6,7 @@
 //! Needs curl, Node.js, Python 3 and `npm ci --prefix examples/nextjs`.
 //! Without them each test says so and passes, so `cargo test` works on a
 //! fresh machine; `.ci/run` installs them and sets
-//! `SSEGATE_EXAMPLE_TESTS=require`, which turns anything missing into a
+//! `REQUIRE_TEST_TOOLS=1`, which turns anything missing into a
 //! failure.
 
 mod common;
@@ -33,7 +33,7 @@ fn have(program: &str) -> bool {
 }
 
 fn skip(why: &str) {
-    let required = std::env::var("SSEGATE_EXAMPLE_TESTS").is_ok_and(|v| v == "require");
+    let required = std::env::var("REQUIRE_TEST_TOOLS").is_ok_and(|v| v == "1");
     assert!(!required, "example test prerequisite missing: {why}");
     let notice = format!("\nSKIPPED example test: {why}; .ci/run installs it\n");
     let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
