@@ -44,7 +44,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "broadcast,topics,fixed,idle,publish,storm"
+        default_value = "broadcast,topics,fixed,idle,publish,storm,publish-loaded"
     )]
     workloads: Vec<String>,
     /// Scales every subscriber count (0.1 for a quick smoke run).
@@ -194,7 +194,7 @@ async fn run_workload(
             entry.idle = Some(idle);
         }
         "publish" => {
-            let load = publish_load::run(&args.oha, server, 50, 10)?;
+            let load = publish_load::run(&args.oha, server.addr, 50, 10)?;
             eprintln!(
                 "  {:>7} publish: {:.0} req/s, p99 {:.2} ms",
                 server.name, load.requests_per_s, load.p99_ms
@@ -208,6 +208,40 @@ async fn run_workload(
                 server.name, storm.caught_up, storm.n_subscribers, storm.seconds, storm.lost
             );
             entry.storm = Some(storm);
+        }
+        "publish-loaded" => {
+            // oha runs on this process's core while the subscribers' tasks
+            // wait (idle streams only get a heartbeat every 15 s).
+            let oha = args.oha.clone();
+            let addr = server.addr;
+            let measure = move || {
+                let oha = oha.clone();
+                tokio::task::spawn_blocking(move || publish_load::run(&oha, addr, 50, 10))
+            };
+            let alone = measure().await.map_err(|err| err.to_string())??;
+            let n_subscribers = scaled(args, 10_000);
+            let (fleet, stats) = workloads::hold_idle(server, n_subscribers, clock).await?;
+            let loaded = measure().await.map_err(|err| err.to_string())??;
+            let lost = stats.lost_streams.get();
+            drop(fleet);
+            if lost > 0 {
+                return Err(format!(
+                    "{lost} idle subscribers lost their stream under publish load"
+                ));
+            }
+            eprintln!(
+                "  {:>7} publish-loaded: alone {:.0} req/s p99 {:.2} ms; with {n_subscribers} subscribers {:.0} req/s p99 {:.2} ms",
+                server.name,
+                alone.requests_per_s,
+                alone.p99_ms,
+                loaded.requests_per_s,
+                loaded.p99_ms
+            );
+            entry.publish_loaded = Some(publish_load::PublishUnderLoad {
+                n_subscribers,
+                alone,
+                loaded,
+            });
         }
         other => return Err(format!("unknown workload {other:?}")),
     }

@@ -1,9 +1,17 @@
-//! Publish throughput with no subscribers, measured by `oha`.
+//! Publish throughput measured by `oha`: alone, and while many subscribers
+//! hold streams on other topics.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use crate::servers::Server;
+/// The same `oha` run without and then with idle subscribers on other topics.
+#[derive(Debug, Clone)]
+pub struct PublishUnderLoad {
+    pub n_subscribers: usize,
+    pub alone: PublishLoad,
+    pub loaded: PublishLoad,
+}
 
 #[derive(Debug, Clone)]
 pub struct PublishLoad {
@@ -19,11 +27,11 @@ pub struct PublishLoad {
 /// scheduler ticks) then shows up as the p99 of whichever server it measures.
 pub fn run(
     oha: &Path,
-    server: &Server,
+    addr: SocketAddr,
     n_connections: usize,
     seconds: u64,
 ) -> Result<PublishLoad, String> {
-    let url = format!("http://{}/publish/oha-bench", server.addr);
+    let url = format!("http://{addr}/publish/oha-bench");
     let output = Command::new(oha)
         .args([
             "--worker-threads",

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use crate::publish_load::PublishLoad;
+use crate::publish_load::{PublishLoad, PublishUnderLoad};
 use crate::workloads::{Idle, Saturation, Step, Storm};
 
 #[derive(Debug, Default)]
@@ -18,6 +18,7 @@ pub struct ServerResults {
     pub idle: Option<Idle>,
     pub publish: Option<PublishLoad>,
     pub storm: Option<Storm>,
+    pub publish_loaded: Option<PublishUnderLoad>,
 }
 
 #[derive(Debug, Default)]
@@ -266,6 +267,34 @@ impl Results {
                 ratio.map_or("-".into(), |r| format!("{r:.2}")),
             );
         }
+        let loaded: Vec<_> = self
+            .servers
+            .iter()
+            .filter_map(|(name, r)| r.publish_loaded.as_ref().map(|p| (name, p)))
+            .collect();
+        if !loaded.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nPublish under load (`oha -m POST`, 50 connections, 10 s), alone and while idle \
+                 subscribers hold streams on other topics; the ratio is with / without \
+                 (1.00: the open streams cost publishers nothing):\n\n\
+                 | server | subscribers | requests/s alone | with | ratio | p99 alone | with | ratio |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for (name, p) in loaded {
+                let _ = writeln!(
+                    out,
+                    "| {name} | {} | {:.0} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {:.2} |",
+                    p.n_subscribers,
+                    p.alone.requests_per_s,
+                    p.loaded.requests_per_s,
+                    p.loaded.requests_per_s / p.alone.requests_per_s.max(f64::MIN_POSITIVE),
+                    p.alone.p99_ms,
+                    p.loaded.p99_ms,
+                    p.loaded.p99_ms / p.alone.p99_ms.max(f64::MIN_POSITIVE),
+                );
+            }
+        }
         for (name, results) in &self.servers {
             for (label, saturation) in [
                 ("broadcast", &results.broadcast),
@@ -307,6 +336,11 @@ impl Results {
                     "idle": r.idle.as_ref().map(|i| json!({"n": i.n_subscribers, "rss_per_subscriber_bytes": i.rss_per_subscriber_bytes, "cpu_share": i.idle_cpu_share})),
                     "publish": r.publish.as_ref().map(|p| json!({"requests_per_s": p.requests_per_s, "p99_ms": p.p99_ms, "success_rate": p.success_rate})),
                     "storm": r.storm.as_ref().map(|s| json!({"n": s.n_subscribers, "caught_up": s.caught_up, "seconds": s.seconds, "lost": s.lost})),
+                    "publish_loaded": r.publish_loaded.as_ref().map(|p| json!({
+                        "n_subscribers": p.n_subscribers,
+                        "alone": {"requests_per_s": p.alone.requests_per_s, "p99_ms": p.alone.p99_ms},
+                        "loaded": {"requests_per_s": p.loaded.requests_per_s, "p99_ms": p.loaded.p99_ms},
+                    })),
                 }))
             })
             .collect();

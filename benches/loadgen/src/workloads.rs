@@ -288,13 +288,13 @@ pub struct Idle {
     pub idle_cpu_share: f64,
 }
 
-pub async fn idle(
+/// Opens `n_subscribers` streams spread over 100 `idle-*` topics (none of
+/// which is published to) and holds them until the fleet is dropped.
+pub async fn hold_idle(
     server: &Server,
     n_subscribers: usize,
-    window: Duration,
     clock: Clock,
-) -> Result<Idle, String> {
-    let rss_before = server.usage().rss_bytes;
+) -> Result<(Fleet, Rc<Stats>), String> {
     let stats = Rc::new(Stats::new());
     let specs = (0..n_subscribers)
         .map(|i| SubscriberSpec {
@@ -307,6 +307,17 @@ pub async fn idle(
         })
         .collect();
     let fleet = connect(specs, &stats, clock, 1000).await?;
+    Ok((fleet, stats))
+}
+
+pub async fn idle(
+    server: &Server,
+    n_subscribers: usize,
+    window: Duration,
+    clock: Clock,
+) -> Result<Idle, String> {
+    let rss_before = server.usage().rss_bytes;
+    let (fleet, stats) = hold_idle(server, n_subscribers, clock).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let usage_before = server.usage();
     tokio::time::sleep(window).await;
