@@ -287,6 +287,32 @@ fn nginx_config(dir: &Path, snippet: &str) -> PathBuf {
     path
 }
 
+/// An HTTP/2-capable client that trusts `cert_pem` and finds `localhost`
+/// on 127.0.0.1:`port`.
+fn trusting(cert_pem: &str, port: u16) -> reqwest::Client {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("pem");
+    roots.add(der).expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .resolve(
+            "localhost",
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+        .build()
+        .expect("client")
+}
+
 /// Kills nginx when the test ends, however it ends.
 struct Nginx(std::process::Child);
 
@@ -298,7 +324,7 @@ impl Drop for Nginx {
 }
 
 #[tokio::test]
-async fn nginx_snippet_is_valid_and_streams_without_buffering() {
+async fn nginx_snippet_with_tls_is_valid_and_streams_without_buffering() {
     let snippet = read("nginx/ssegate.conf");
     for directive in ["proxy_buffering off;", "proxy_http_version 1.1;"] {
         assert!(snippet.contains(directive), "snippet lacks {directive}");
@@ -323,12 +349,23 @@ async fn nginx_snippet_is_valid_and_streams_without_buffering() {
         .and_then(|probe| probe.local_addr())
         .expect("free port")
         .port();
+    // As the README says to deploy it: TLS and HTTP/2 at nginx, the
+    // snippet's locations unchanged.
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let cert_pem = generated.cert.pem();
+    std::fs::write(dir.join("cert.pem"), &cert_pem).expect("cert");
+    std::fs::write(dir.join("key.pem"), generated.signing_key.serialize_pem()).expect("key");
+    let d = dir.display();
+    let tls_listen = format!(
+        "listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;"
+    );
     let snippet = snippet
         .replace(
             "server 127.0.0.1:8080;",
             &format!("server {};", server.addr),
         )
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+        .replace("listen 80;", &tls_listen);
     let conf = nginx_config(&dir, &snippet);
     check(
         Command::new("nginx")
@@ -350,21 +387,23 @@ async fn nginx_snippet_is_valid_and_streams_without_buffering() {
             .spawn()
             .expect("start nginx"),
     );
-    let proxied = format!("http://127.0.0.1:{port}");
+    let proxied = format!("https://localhost:{port}");
+    let client = trusting(&cert_pem, port);
     common::eventually("nginx to answer", || async {
-        common::client()
+        client
             .get(format!("{proxied}/healthz"))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
-    let mut subscriber = Subscriber::open_with(
-        &common::client(),
-        &format!("{proxied}/subscribe/news"),
-        None,
-    )
-    .await;
+    let mut subscriber =
+        Subscriber::open_with(&client, &format!("{proxied}/subscribe/news"), None).await;
+    assert_eq!(
+        subscriber.version,
+        reqwest::Version::HTTP_2,
+        "browsers get HTTP/2 from nginx"
+    );
     // Each event must come through on its own: a buffering proxy would hold
     // a 5-byte event until its buffer filled or the stream ended.
     for body in ["one", "two", "three"] {
