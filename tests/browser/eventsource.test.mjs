@@ -5,29 +5,13 @@
 // Run through `cargo test` (tests/browser.rs), which passes the binary in
 // SSEGATE_BIN.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  BIN, launchBrowser, metric, openEventSource, publish, publishPipelined, startGateway, startPageServer,
-  startProxy, stopGateway, waitFor, waitForEvents,
+  metric, openEventSource, publish, publishPipelined, setUpSuite, startGateway, startProxy, stopGateway, waitFor, waitForEvents,
 } from './harness.mjs';
 
-let browser;
-let page_;
-let other_;
-
-before(async () => {
-  assert.ok(BIN, 'SSEGATE_BIN must name the ssegate binary');
-  page_ = await startPageServer();
-  other_ = await startPageServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  page_?.server.close();
-  other_?.server.close();
-});
+const suite = setUpSuite({ pageServers: 2 });
 
 /** The `message` ids must be strictly increasing: nothing repeated. */
 function assertNoDuplicates(received) {
@@ -38,9 +22,9 @@ function assertNoDuplicates(received) {
 }
 
 test('EventSource receives events, event types and multi-line data cross-origin', async () => {
-  const gateway = await startGateway({ origins: [page_.origin] });
+  const gateway = await startGateway({ origins: [suite.pages[0].origin] });
   try {
-    const page = await openEventSource(browser, page_.origin, `${gateway.base}/subscribe/prices`,
+    const page = await openEventSource(suite.browser, suite.pages[0].origin, `${gateway.base}/subscribe/prices`,
       { eventTypes: ['price'] });
     await waitFor(page, () => window.opened === 1);
     const first = await publish(gateway.base, 'prices', 'line one\r\nline two\rline three\n');
@@ -56,11 +40,11 @@ test('EventSource receives events, event types and multi-line data cross-origin'
 });
 
 test('withCredentials works for an allowed origin; another origin is refused by the browser', async () => {
-  const gateway = await startGateway({ origins: [page_.origin] });
+  const gateway = await startGateway({ origins: [suite.pages[0].origin] });
   try {
-    const allowed = await openEventSource(browser, page_.origin, `${gateway.base}/subscribe/t`,
+    const allowed = await openEventSource(suite.browser, suite.pages[0].origin, `${gateway.base}/subscribe/t`,
       { withCredentials: true });
-    const refused = await openEventSource(browser, other_.origin, `${gateway.base}/subscribe/t`,
+    const refused = await openEventSource(suite.browser, suite.pages[1].origin, `${gateway.base}/subscribe/t`,
       { withCredentials: true });
     await waitFor(allowed, () => window.opened === 1);
     // A CORS failure is fatal for EventSource: CLOSED, never opened.
@@ -75,10 +59,10 @@ test('withCredentials works for an allowed origin; another origin is refused by 
 });
 
 test('after a network cut EventSource reconnects and gets exactly what it missed', async () => {
-  const gateway = await startGateway({ origins: [page_.origin] });
+  const gateway = await startGateway({ origins: [suite.pages[0].origin] });
   const proxy = await startProxy(gateway.port);
   try {
-    const page = await openEventSource(browser, page_.origin, `${proxy.base}/subscribe/orders`,
+    const page = await openEventSource(suite.browser, suite.pages[0].origin, `${proxy.base}/subscribe/orders`,
       { eventTypes: ['gap'] });
     await waitFor(page, () => window.opened === 1);
     const published = [await publish(gateway.base, 'orders', 'one')];
@@ -106,9 +90,9 @@ test('after a network cut EventSource reconnects and gets exactly what it missed
 test('a slow subscriber dropped by the gateway reconnects and is told about the gap', async () => {
   // One event per topic buffer: a browser that has not read an event before
   // the next one is published has fallen behind the buffer and is dropped.
-  const gateway = await startGateway({ origins: [page_.origin], args: ['--buffer-events', '1'] });
+  const gateway = await startGateway({ origins: [suite.pages[0].origin], args: ['--buffer-events', '1'] });
   try {
-    const page = await openEventSource(browser, page_.origin, `${gateway.base}/subscribe/flood`,
+    const page = await openEventSource(suite.browser, suite.pages[0].origin, `${gateway.base}/subscribe/flood`,
       { eventTypes: ['gap'] });
     await waitFor(page, () => window.opened === 1);
     // One event first: a browser dropped before it has any id reconnects
@@ -149,8 +133,8 @@ test('a slow subscriber dropped by the gateway reconnects and is told about the 
 });
 
 test('after a graceful shutdown and restart EventSource reconnects and is told about the gap', async () => {
-  let gateway = await startGateway({ origins: [page_.origin] });
-  const page = await openEventSource(browser, page_.origin, `${gateway.base}/subscribe/orders`,
+  let gateway = await startGateway({ origins: [suite.pages[0].origin] });
+  const page = await openEventSource(suite.browser, suite.pages[0].origin, `${gateway.base}/subscribe/orders`,
     { eventTypes: ['gap'] });
   await waitFor(page, () => window.opened === 1);
   const before = await publish(gateway.base, 'orders', 'before restart');
@@ -158,7 +142,7 @@ test('after a graceful shutdown and restart EventSource reconnects and is told a
 
   // The stream ends on SIGTERM; the browser keeps retrying every 250 ms.
   assert.equal(await stopGateway(gateway), 0);
-  gateway = await startGateway({ port: gateway.port, origins: [page_.origin] });
+  gateway = await startGateway({ port: gateway.port, origins: [suite.pages[0].origin] });
   try {
     const after = await publish(gateway.base, 'orders', 'after restart');
     const received = await waitForEvents(page, 3);
@@ -173,9 +157,9 @@ test('after a graceful shutdown and restart EventSource reconnects and is told a
 });
 
 test('a subscriber the gateway refuses is not retried by EventSource', async () => {
-  const gateway = await startGateway({ origins: [page_.origin], args: ['--max-topics-per-subscription', '1'] });
+  const gateway = await startGateway({ origins: [suite.pages[0].origin], args: ['--max-topics-per-subscription', '1'] });
   try {
-    const page = await openEventSource(browser, page_.origin, `${gateway.base}/subscribe?topic=a&topic=b`);
+    const page = await openEventSource(suite.browser, suite.pages[0].origin, `${gateway.base}/subscribe?topic=a&topic=b`);
     // A 400 makes EventSource fail permanently: readyState CLOSED.
     await waitFor(page, () => window.source.readyState === 2);
   } finally {

@@ -2,34 +2,20 @@
 // published events, and after a restart of the gateway it reconnects by
 // itself and shows the gap.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  BIN, launchBrowser, publish, startGateway, startPageServer, stopGateway, waitFor,
-} from './harness.mjs';
+import { publish, setUpSuite, startGateway, stopGateway, waitFor } from './harness.mjs';
 
-let browser;
-let page_;
-
-before(async () => {
-  assert.ok(BIN, 'SSEGATE_BIN must name the ssegate binary');
-  page_ = await startPageServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  page_?.server.close();
-});
+const suite = setUpSuite({ pageServers: 1 });
 
 const entries = (page) => page.$$eval('#log li', (items) => items.map((li) => ({
   kind: li.dataset.kind, id: li.dataset.id, text: li.textContent,
 })));
 
 test('examples/live-orders.html shows events and resumes after a restart', async () => {
-  let gateway = await startGateway({ origins: [page_.origin] });
-  const page = await browser.newPage();
-  await page.goto(`${page_.origin}/examples/live-orders.html?gateway=${gateway.base}&topic=orders/7`);
+  let gateway = await startGateway({ origins: [suite.pages[0].origin] });
+  const page = await suite.browser.newPage();
+  await page.goto(`${suite.pages[0].origin}/examples/live-orders.html?gateway=${gateway.base}&topic=orders/7`);
   await waitFor(page, () => document.getElementById('connection').textContent === 'live');
   const shipped = await publish(gateway.base, 'orders/7', 'shipped', 'status');
   await waitFor(page, () => document.querySelectorAll('#log li').length === 1);
@@ -40,7 +26,7 @@ test('examples/live-orders.html shows events and resumes after a restart', async
 
   assert.equal(await stopGateway(gateway), 0);
   await waitFor(page, () => document.getElementById('connection').textContent.startsWith('disconnected'));
-  gateway = await startGateway({ port: gateway.port, origins: [page_.origin] });
+  gateway = await startGateway({ port: gateway.port, origins: [suite.pages[0].origin] });
   try {
     await waitFor(page, () => document.getElementById('connection').textContent === 'live');
     const delivered = await publish(gateway.base, 'orders/7', 'delivered', 'status');

@@ -3,26 +3,13 @@
 // loaded from npm into a real Chromium page on another origin, receiving and
 // resuming with Last-Event-ID after the network drops them.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  BIN, launchBrowser, publish, startGateway, startPageServer, startProxy, stopGateway,
-  waitFor, waitForEvents,
+  publish, setUpSuite, startGateway, startProxy, stopGateway, waitFor, waitForEvents,
 } from './harness.mjs';
 
-let browser;
-let page_;
-
-before(async () => {
-  assert.ok(BIN, 'SSEGATE_BIN must name the ssegate binary');
-  page_ = await startPageServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  page_?.server.close();
-});
+const suite = setUpSuite({ pageServers: 1 });
 
 /**
  * Publishes `bodies` while the client is connected, cuts the network, publishes
@@ -53,11 +40,11 @@ async function receiveAndResume(page, gateway, proxy, topic) {
 }
 
 test('@microsoft/fetch-event-source with an Authorization header receives and resumes', async () => {
-  const gateway = await startGateway({ origins: [page_.origin] });
+  const gateway = await startGateway({ origins: [suite.pages[0].origin] });
   const proxy = await startProxy(gateway.port);
   try {
-    const page = await browser.newPage();
-    await page.goto(`${page_.origin}/`);
+    const page = await suite.browser.newPage();
+    await page.goto(`${suite.pages[0].origin}/`);
     await page.evaluate(async ({ url, module }) => {
       const { fetchEventSource } = await import(module);
       window.received = [];
@@ -86,7 +73,7 @@ test('@microsoft/fetch-event-source with an Authorization header receives and re
       });
     }, {
       url: `${proxy.base}/subscribe/fetched`,
-      module: `${page_.origin}/node_modules/@microsoft/fetch-event-source/lib/esm/index.js`,
+      module: `${suite.pages[0].origin}/node_modules/@microsoft/fetch-event-source/lib/esm/index.js`,
     });
     await receiveAndResume(page, gateway, proxy, 'fetched');
     // A header that is not CORS-safelisted: the browser asked first, and the
@@ -101,11 +88,11 @@ test('@microsoft/fetch-event-source with an Authorization header receives and re
 });
 
 test('sse.js with custom headers receives and resumes', async () => {
-  const gateway = await startGateway({ origins: [page_.origin] });
+  const gateway = await startGateway({ origins: [suite.pages[0].origin] });
   const proxy = await startProxy(gateway.port);
   try {
-    const page = await browser.newPage();
-    await page.goto(`${page_.origin}/`);
+    const page = await suite.browser.newPage();
+    await page.goto(`${suite.pages[0].origin}/`);
     await page.evaluate(async ({ url, module }) => {
       const { SSE } = await import(module);
       window.received = [];
@@ -124,7 +111,7 @@ test('sse.js with custom headers receives and resumes', async () => {
       window.source = source;
     }, {
       url: `${proxy.base}/subscribe/xhr`,
-      module: `${page_.origin}/node_modules/sse.js/lib/sse.js`,
+      module: `${suite.pages[0].origin}/node_modules/sse.js/lib/sse.js`,
     });
     await receiveAndResume(page, gateway, proxy, 'xhr');
     assert.match(proxy.requests(), /x-client: sse\.js\r\n/i);

@@ -3,6 +3,7 @@
 // proxy whose connections a test can cut, and headless Chromium.
 
 import assert from 'node:assert/strict';
+import { after, before } from 'node:test';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -227,4 +228,23 @@ export async function waitForEvents(page, n) {
 
 export function waitFor(page, predicate, arg) {
   return page.waitForFunction(predicate, arg, { timeout: PATIENCE_MS });
+}
+
+/**
+ * The shared set-up of a suite: Chromium, and `pageServers` page origins,
+ * started before its tests and closed after them. Read `suite.browser` and
+ * `suite.pages[i].origin` inside tests.
+ */
+export function setUpSuite({ pageServers = 0 } = {}) {
+  const suite = { browser: null, pages: [] };
+  before(async () => {
+    assert.ok(BIN, 'SSEGATE_BIN must name the ssegate binary');
+    for (let i = 0; i < pageServers; i += 1) suite.pages.push(await startPageServer());
+    suite.browser = await launchBrowser();
+  });
+  after(async () => {
+    await suite.browser?.close();
+    for (const page of suite.pages) page.server.close();
+  });
+  return suite;
 }

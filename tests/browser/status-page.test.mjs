@@ -2,24 +2,13 @@
 // are published and the chart draws. Leaves a screenshot in
 // $SSEGATE_ARTIFACTS (target/browser-artifacts under cargo test).
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import {
-  BIN, launchBrowser, publish, startGateway, stopGateway, waitFor,
-} from './harness.mjs';
+import { publish, setUpSuite, startGateway, stopGateway, waitFor } from './harness.mjs';
 
-let browser;
-
-before(async () => {
-  assert.ok(BIN, 'SSEGATE_BIN must name the ssegate binary');
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const suite = setUpSuite();
 
 /** Pixels of the publish line's colour (#2563eb) above the chart's baseline. */
 function publishLinePixels() {
@@ -39,11 +28,11 @@ function publishLinePixels() {
 test('the status page shows live figures and draws the chart', async () => {
   const gateway = await startGateway();
   try {
-    const page = await browser.newPage({ viewport: { width: 1000, height: 800 } });
+    const page = await suite.browser.newPage({ viewport: { width: 1000, height: 800 } });
     await page.goto(`${gateway.base}/`);
     await waitFor(page, () => document.getElementById('state').textContent === 'live');
     await waitFor(page, () => document.getElementById('published').textContent === '0');
-    const watcher = await browser.newPage();
+    const watcher = await suite.browser.newPage();
     await watcher.goto(`${gateway.base}/`);
     await watcher.evaluate(() => { window.feed = new EventSource('/subscribe/orders/eu'); });
 

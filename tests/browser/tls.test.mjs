@@ -3,27 +3,21 @@
 // browser's six-connections-per-origin limit would stall four of them.
 // tests/browser.rs generates the self-signed certificate (TEST_TLS_CERT/KEY).
 
-import { test, before, after } from 'node:test';
+import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { BIN, launchBrowser, startGateway, stopGateway, waitFor } from './harness.mjs';
+import { setUpSuite, startGateway, stopGateway, waitFor } from './harness.mjs';
 
 const CERT = process.env.TEST_TLS_CERT;
 const KEY = process.env.TEST_TLS_KEY;
-let browser;
+const suite = setUpSuite();
 
-before(async () => {
-  assert.ok(BIN, 'SSEGATE_BIN must name the ssegate binary');
+before(() => {
   assert.ok(CERT && KEY, 'TEST_TLS_CERT and TEST_TLS_KEY must name a certificate and key');
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
 });
 
 test('ten EventSources on one origin all receive, over one HTTP/2 connection', async () => {
   const gateway = await startGateway({ args: ['--tls-cert', CERT, '--tls-key', KEY] });
-  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const context = await suite.browser.newContext({ ignoreHTTPSErrors: true });
   try {
     const page = await context.newPage();
     const origin = `https://127.0.0.1:${gateway.port}`;
