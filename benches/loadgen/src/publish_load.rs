@@ -20,6 +20,22 @@ pub struct PublishLoad {
     pub success_rate: f64,
 }
 
+/// The median requests/s and the median p99 of several runs (each figure
+/// on its own).
+pub fn median(mut runs: Vec<PublishLoad>) -> PublishLoad {
+    let middle = runs.len() / 2;
+    runs.sort_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+    let p99_ms = runs.get(middle).map_or(f64::NAN, |r| r.p99_ms);
+    runs.sort_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s));
+    let mut median = runs.get(middle).cloned().unwrap_or(PublishLoad {
+        requests_per_s: f64::NAN,
+        p99_ms: f64::NAN,
+        success_rate: f64::NAN,
+    });
+    median.p99_ms = p99_ms;
+    median
+}
+
 /// `oha -m POST` with a 100-byte body on `n_connections` for `seconds`.
 ///
 /// oha gets one worker thread: it runs on one core, and by default it starts

@@ -275,7 +275,7 @@ impl Results {
         if !loaded.is_empty() {
             let _ = writeln!(
                 out,
-                "\nPublish under load (`oha -m POST`, 50 connections, 10 s), alone and while idle \
+                "\nPublish under load (`oha -m POST`, 50 connections, 10 s, medians of 3 rounds), alone and while idle \
                  subscribers hold streams on other topics; the ratio is with / without \
                  (1.00: the open streams cost publishers nothing):\n\n\
                  | server | subscribers | requests/s alone | with | ratio | p99 alone | with | ratio |\n\
