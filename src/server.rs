@@ -56,12 +56,11 @@ pub async fn run(
     let (trigger, shutdown) = shutdown::channel();
     let state = app_state(config, shutdown.clone());
     let local_addr = listener.local_addr()?;
+    // Before the start line: from then on a SIGHUP must not end the process.
+    let reloader = tls::spawn_reloader(tls.clone());
     log_start(&state.config, local_addr);
 
     let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));
-    let reloader = tls
-        .clone()
-        .map(|tls| tokio::spawn(tls::reload_on_hangup(tls)));
     let builder = Arc::new(connection_builder(&state.config));
     let graceful = GracefulShutdown::new();
     let acceptor = Acceptor {
@@ -98,9 +97,7 @@ pub async fn run(
         );
     }
     sweeper.abort();
-    if let Some(reloader) = reloader {
-        reloader.abort();
-    }
+    reloader.abort();
     tracing::info!("shutdown complete");
     Ok(())
 }

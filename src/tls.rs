@@ -116,34 +116,48 @@ fn load_certified_key(
         .map_err(|err| invalid(key_path, "tls_key does not fit tls_cert", &err))
 }
 
-/// Reloads the certificate on every SIGHUP until the task is dropped; logs
-/// the outcome either way, so an operator sees whether renewal took.
-pub async fn reload_on_hangup(acceptor: TlsAcceptor) {
+/// Starts answering SIGHUP: with TLS, by reloading the certificate (see
+/// `TlsAcceptor::reload`); without, by logging that there is nothing to
+/// reload. Installed before the first accept and whether or not TLS is on,
+/// because SIGHUP's default action ends the process: `systemctl reload`
+/// must never stop the gateway. Abort the task to stop.
+pub fn spawn_reloader(acceptor: Option<TlsAcceptor>) -> tokio::task::JoinHandle<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
+        // Registered here, synchronously: from this line on a SIGHUP is ours.
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    reload_logged(acceptor.as_ref());
+                }
+            }),
             Err(err) => {
                 tracing::warn!(cause = %err, "cannot listen for SIGHUP; certificate reload is off");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            let cert = acceptor.certificate.cert_path.display();
-            match acceptor.reload() {
-                Ok(()) => tracing::info!(%cert, "SIGHUP: TLS certificate reloaded"),
-                Err(err) => tracing::warn!(
-                    %cert,
-                    cause = %err,
-                    "SIGHUP: TLS certificate not reloaded; keeping the previous one"
-                ),
+                tokio::spawn(async {})
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = acceptor;
-        std::future::pending::<()>().await;
+        tokio::spawn(async {})
+    }
+}
+
+/// One reload, and a log line that says whether it took.
+fn reload_logged(acceptor: Option<&TlsAcceptor>) {
+    let Some(acceptor) = acceptor else {
+        tracing::info!("SIGHUP: no TLS configured; nothing to reload");
+        return;
+    };
+    let cert = acceptor.certificate.cert_path.display();
+    match acceptor.reload() {
+        Ok(()) => tracing::info!(%cert, "SIGHUP: TLS certificate reloaded"),
+        Err(err) => tracing::warn!(
+            %cert,
+            cause = %err,
+            "SIGHUP: TLS certificate not reloaded; keeping the previous one"
+        ),
     }
 }
