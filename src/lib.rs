@@ -40,3 +40,12 @@ mod topic;
 
 pub use config::Config;
 pub use server::run;
+
+/// Loads the TLS certificate and key that `config` names, as start-up
+/// would, so that `--check-config` finds a bad pair before a deploy does.
+pub fn check_tls_files(config: &Config) -> std::io::Result<()> {
+    match config.tls_files() {
+        Some((cert, key)) => tls::TlsAcceptor::from_pem_files(cert, key).map(drop),
+        None => Ok(()),
+    }
+}

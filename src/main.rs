@@ -71,6 +71,10 @@ fn main() -> ExitCode {
         Action::Run => {}
         Action::CheckConfig => {
             let file = loaded.file.as_deref().unwrap_or(std::path::Path::new("-"));
+            if let Err(err) = ssegate::check_tls_files(&loaded.config) {
+                eprintln!("ssegate: {}: {err}", file.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!("{}: ok", file.display());
             for warning in &loaded.warnings {
                 println!("warning: {warning}");
@@ -97,6 +101,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let log_format = loaded.config.log_format;
+    raise_fd_limit();
     let config = loaded.config;
     let result = runtime.block_on(async move {
         let listener = listen(config.listen)
@@ -110,8 +116,43 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("ssegate: {message}");
+            match log_format {
+                LogFormat::Text => eprintln!("ssegate: {message}"),
+                // A log pipeline reads stderr as JSON lines: keep it so.
+                LogFormat::Json => tracing::error!("{message}"),
+            }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// One open file per subscriber: raises the soft `RLIMIT_NOFILE` to the hard
+/// limit, since container runtimes often start processes at a soft 1024
+/// with a far higher hard limit (systemd's `LimitNOFILE=` sets both).
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit read and write a local struct.
+        let raised = unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && (limit.rlim_cur >= limit.rlim_max || {
+                    let wanted = libc::rlimit {
+                        rlim_cur: limit.rlim_max,
+                        rlim_max: limit.rlim_max,
+                    };
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
+                })
+        };
+        match raised {
+            true => tracing::info!(open_files = limit.rlim_max, "file descriptor limit"),
+            false => tracing::warn!(
+                open_files = limit.rlim_cur,
+                "cannot raise the file descriptor limit; it caps subscribers"
+            ),
         }
     }
 }

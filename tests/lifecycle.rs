@@ -305,6 +305,10 @@ fn check_config_says_ok_or_names_the_bad_key() {
         ("heartbeat = \"5s\"\n", "unknown key `heartbeat`"),
         ("listen = \"nowhere\"\n", "invalid listen"),
         ("log_format = \"xml\"\n", "invalid log_format"),
+        (
+            "tls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n",
+            "cannot read tls_cert /nonexistent/cert.pem",
+        ),
     ] {
         let path = dir.join("bad.toml");
         std::fs::write(&path, text).expect("write");
@@ -368,4 +372,38 @@ fn json_logs_are_one_object_per_line() {
             .is_some_and(|a| a.starts_with("127.0.0.1:")),
         "{started}"
     );
+}
+
+#[test]
+fn sighup_without_tls_is_logged_not_fatal() {
+    // `systemctl reload` sends SIGHUP; its default action would end the process.
+    let mut server = common::ServerProcess::start(&[]);
+    server.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while !server
+        .log_text()
+        .contains("no TLS configured; nothing to reload")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let healthz = std::net::TcpStream::connect(server.addr).and_then(|mut socket| {
+        use std::io::{Read, Write};
+        socket.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")?;
+        let mut reply = String::new();
+        socket.read_to_string(&mut reply)?;
+        Ok(reply)
+    });
+    assert!(
+        healthz
+            .as_deref()
+            .is_ok_and(|r| r.starts_with("HTTP/1.") && r.contains(" 200 ")),
+        "{healthz:?}"
+    );
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success());
 }

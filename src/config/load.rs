@@ -45,7 +45,11 @@ impl Loaded {
     /// TOML that loads back to the same settings, each key under its help
     /// line. `publish_token` is never printed, only whether it is set.
     pub fn effective_toml(&self) -> String {
-        let mut out = String::from("# ssegate: effective configuration\n");
+        let mut out = String::from(
+            "# ssegate: effective configuration\n\
+             # publish_token is not printed: set it again (SSEGATE_PUBLISH_TOKEN) if you\n\
+             # deploy this file, or publishing needs no token.\n",
+        );
         for (key, text) in KEYS.iter().zip(&self.effective) {
             out.push_str(&format!("\n# {}\n", key.help));
             if key.value_name == "TOKEN" {
@@ -254,7 +258,7 @@ fn command() -> Command {
              ssegate --config /etc/ssegate/ssegate.toml --listen 0.0.0.0:8080\n  \
              ssegate --check-config /etc/ssegate/ssegate.toml\n  \
              SSEGATE_LOG_FORMAT=json ssegate --print-config\n\n\
-             Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads tls_cert/tls_key.",
+             Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads tls_cert/tls_key (ignored without TLS).",
         )
         .arg(
             Arg::new("config")
