@@ -75,6 +75,24 @@ fn dockerfile_passes_hadolint_and_runs_unprivileged_with_a_healthcheck() {
     assert!(dockerfile.contains("\nUSER 10001"), "non-root user");
     assert!(dockerfile.contains("\nHEALTHCHECK "), "healthcheck");
     assert!(dockerfile.contains("/healthz"), "healthcheck asks /healthz");
+    // The image rewrites the documented file's one `listen` line.
+    let documented = std::fs::read_to_string(repo().join("config/ssegate.toml")).expect("config");
+    assert_eq!(
+        documented
+            .lines()
+            .filter(|l| l.starts_with("listen = "))
+            .count(),
+        1,
+        "the Dockerfile's sed expects one listen line"
+    );
+    let sets_listen = dockerfile
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .any(|line| line.contains("SSEGATE_LISTEN"));
+    assert!(
+        !sets_listen,
+        "SSEGATE_LISTEN would override a mounted config's listen"
+    );
     if have("hadolint", "--version") {
         check(Command::new("hadolint").arg(deploy("Dockerfile")));
     }
@@ -404,8 +422,9 @@ async fn nginx_snippet_with_tls_is_valid_and_streams_without_buffering() {
         reqwest::Version::HTTP_2,
         "browsers get HTTP/2 from nginx"
     );
-    // Each event must come through on its own: a buffering proxy would hold
-    // a 5-byte event until its buffer filled or the stream ended.
+    // Each event comes through on its own. (ssegate's X-Accel-Buffering: no
+    // already switches nginx's buffering off; `proxy_buffering off` above is
+    // for proxies that ignore it, and is checked as text.)
     for body in ["one", "two", "three"] {
         let published = publish(&server, "news", body).await;
         let event = subscriber.next().await;
