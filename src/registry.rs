@@ -370,10 +370,15 @@ impl Registry {
         self.metrics.topic_removed();
     }
 
+    /// Every topic, copied out of the map so that no shard lock is held
+    /// while each topic's own lock is taken.
+    fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.iter().map(|t| Arc::clone(&t)).collect()
+    }
+
     /// Wakes every parked subscriber so that it notices shutdown.
     pub fn wake_all(&self) {
-        let topics: Vec<Arc<Topic>> = self.topics.iter().map(|t| Arc::clone(&t)).collect();
-        topics.iter().for_each(|topic| topic.wake_all());
+        self.all_topics().iter().for_each(|topic| topic.wake_all());
     }
 
     /// The `n` topics with the most subscribers (then the most buffered
@@ -381,7 +386,7 @@ impl Registry {
     /// calls it once a second whatever the number of viewers; only the `n`
     /// chosen have their names copied.
     pub fn busiest_topics(&self, n: usize) -> Vec<TopicOccupancy> {
-        let topics: Vec<Arc<Topic>> = self.topics.iter().map(|t| Arc::clone(&t)).collect();
+        let topics = self.all_topics();
         let mut ranked: Vec<(usize, usize, &Arc<Topic>)> = topics
             .iter()
             .map(|topic| {
@@ -411,7 +416,7 @@ impl Registry {
 
     /// Total events and bytes buffered across topics, for `/metrics`.
     pub fn buffered(&self) -> (usize, usize) {
-        let topics: Vec<Arc<Topic>> = self.topics.iter().map(|t| Arc::clone(&t)).collect();
+        let topics = self.all_topics();
         let n_events = topics.iter().map(|topic| topic.buffered().0).sum();
         (n_events, self.policy.total_bytes())
     }

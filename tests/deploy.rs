@@ -40,11 +40,7 @@ fn have(program: &str, version_arg: &str) -> bool {
         .status()
         .is_ok_and(|status| status.success());
     if !found {
-        let required = std::env::var("REQUIRE_TEST_TOOLS").is_ok_and(|v| v == "1");
-        assert!(!required, "deploy check needs {program}, which is missing");
-        let notice =
-            format!("\nSKIPPED deploy check: {program} is not installed; .ci/run installs it\n");
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
+        common::prerequisite_missing("deploy check", &format!("{program} is not installed"));
     }
     found
 }
@@ -305,32 +301,6 @@ fn nginx_config(dir: &Path, snippet: &str) -> PathBuf {
     path
 }
 
-/// An HTTP/2-capable client that trusts `cert_pem` and finds `localhost`
-/// on 127.0.0.1:`port`.
-fn trusting(cert_pem: &str, port: u16) -> reqwest::Client {
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
-    let mut roots = RootCertStore::empty();
-    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("pem");
-    roots.add(der).expect("root");
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .no_proxy()
-        .tls_backend_preconfigured(tls)
-        .resolve(
-            "localhost",
-            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        )
-        .build()
-        .expect("client")
-}
-
 /// Kills nginx when the test ends, however it ends.
 struct Nginx(std::process::Child);
 
@@ -406,7 +376,11 @@ async fn nginx_snippet_with_tls_is_valid_and_streams_without_buffering() {
             .expect("start nginx"),
     );
     let proxied = format!("https://localhost:{port}");
-    let client = trusting(&cert_pem, port);
+    let client = common::tls_client(
+        &cert_pem,
+        &[b"h2", b"http/1.1"],
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    );
     common::eventually("nginx to answer", || async {
         client
             .get(format!("{proxied}/healthz"))

@@ -33,10 +33,7 @@ fn have(program: &str) -> bool {
 }
 
 fn skip(why: &str) {
-    let required = std::env::var("REQUIRE_TEST_TOOLS").is_ok_and(|v| v == "1");
-    assert!(!required, "example test prerequisite missing: {why}");
-    let notice = format!("\nSKIPPED example test: {why}; .ci/run installs it\n");
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
+    common::prerequisite_missing("example test", why);
 }
 
 /// Runs a command to completion off the async runtime; fails the test with

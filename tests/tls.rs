@@ -5,11 +5,8 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use common::{Subscriber, TestServer, config, publish_to};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 struct Certificate {
     dir: PathBuf,
@@ -37,23 +34,7 @@ impl Drop for Certificate {
 
 /// A client trusting `cert` that offers `alpn` and resolves `localhost` to `addr`.
 fn tls_client(cert: &Certificate, alpn: &[&[u8]], addr: SocketAddr) -> reqwest::Client {
-    let mut roots = RootCertStore::empty();
-    let der =
-        rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).expect("pem");
-    roots.add(der).expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    reqwest::Client::builder()
-        .no_proxy()
-        .tls_backend_preconfigured(tls)
-        .resolve("localhost", addr)
-        .build()
-        .expect("client")
+    common::tls_client(&cert.cert_pem, alpn, addr)
 }
 
 async fn tls_server(cert: &Certificate) -> TestServer {

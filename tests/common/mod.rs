@@ -18,6 +18,42 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Called when a test's outside prerequisite (a tool, a browser, npm
+/// packages) is missing: fails when `REQUIRE_TEST_TOOLS=1` (as `.ci/run`
+/// sets it), else says SKIPPED where it cannot pass unnoticed and returns,
+/// so that `cargo test` works on a fresh machine.
+pub fn prerequisite_missing(what: &str, why: &str) {
+    let required = std::env::var("REQUIRE_TEST_TOOLS").is_ok_and(|v| v == "1");
+    assert!(!required, "{what} prerequisite missing: {why}");
+    // Straight to the terminal: the test harness captures `eprintln!` of
+    // passing tests.
+    let notice = format!("\nSKIPPED {what}: {why}; .ci/run installs it\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
+}
+
+/// A reqwest client that trusts only `cert_pem`, offers `alpn`, and finds
+/// `localhost` at `addr`.
+pub fn tls_client(cert_pem: &str, alpn: &[&[u8]], addr: SocketAddr) -> reqwest::Client {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("pem");
+    roots.add(der).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .resolve("localhost", addr)
+        .build()
+        .expect("client")
+}
+
 /// How long any "eventually" in these tests may take before it is a failure.
 /// Generous on purpose: these machines are shared, and nothing here measures
 /// speed.
