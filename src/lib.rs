@@ -16,13 +16,15 @@
 //! - `registry`: all topics, the id sequence, limits; the single publish path;
 //!   `graveyard` remembers removed topics' floors.
 //! - `subscription`: a subscriber's cursor and how it reads its topics.
-//! - `topic`: one topic's ring buffer and waiting subscribers.
+//! - `topic`: one topic's ring buffer and waiting subscribers; `fanout`
+//!   writes a new event straight to the sockets of those at its head.
 //! - `sse`: the wire format and the subscriber stream.
 //! - `config`, `metrics`, `shutdown`, `state`, `error`, `id`, `tls`: the rest.
 
 pub mod config;
 mod connection;
 mod error;
+mod fanout;
 mod graveyard;
 mod http;
 mod id;

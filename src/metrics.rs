@@ -53,6 +53,7 @@ pub struct Metrics {
     events_published: IntCounter,
     events_delivered: IntCounter,
     events_replayed: IntCounter,
+    events_fanned_out: IntCounter,
     subscriptions: IntCounter,
     gaps: IntCounter,
     heartbeats: IntCounter,
@@ -113,6 +114,10 @@ impl Metrics {
             events_replayed: counter(
                 "ssegate_events_replayed_total",
                 "Events written to subscribers from the buffer on resume.",
+            ),
+            events_fanned_out: counter(
+                "ssegate_events_fanned_out_total",
+                "Events written to subscribers by their publisher directly, without waking the stream (included in delivered).",
             ),
             subscriptions: counter("ssegate_subscriptions_total", "Subscriber streams opened."),
             gaps: counter(
@@ -230,6 +235,13 @@ impl Metrics {
         if n_replayed > 0 {
             self.events_replayed.inc_by(n_replayed as u64);
         }
+    }
+
+    /// Counts events a publisher wrote to parked subscribers itself
+    /// (`fanout`): delivered, without a wake.
+    pub fn fanned_out(&self, n_events: usize) {
+        self.events_delivered.inc_by(n_events as u64);
+        self.events_fanned_out.inc_by(n_events as u64);
     }
 
     pub fn gap_sent(&self) {

@@ -17,6 +17,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::time::Instant;
 
+use crate::fanout::FanOut;
 use crate::graveyard::Graveyard;
 use crate::id::{ID_LEN, MAX_RESUME_ID_BYTES, RunEpoch, Sequence};
 use crate::metrics::Metrics;
@@ -139,6 +140,16 @@ impl Registry {
             match topic.append(&self.sequence, template, started) {
                 Ok(appended) => {
                     self.metrics.event_published(started.elapsed());
+                    if !appended.parked_sinks.is_empty() {
+                        let fan_out = FanOut::new(
+                            appended.parked_sinks,
+                            appended.frame,
+                            (appended.previous, appended.seq),
+                            started,
+                        );
+                        let metrics = Arc::clone(&self.metrics);
+                        fan_out.deliver(move |n_written| metrics.fanned_out(n_written));
+                    }
                     return Ok(Published {
                         id: self.sequence.epoch().format(appended.seq),
                         n_subscribers: appended.n_subscribers,

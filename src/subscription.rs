@@ -24,6 +24,7 @@ use std::task::Waker;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
+use crate::fanout::Sink;
 use crate::registry::Registry;
 use crate::topic::Topic;
 
@@ -159,6 +160,33 @@ impl Subscription {
             .iter()
             .map(|t| t.topic.name().as_str())
             .collect()
+    }
+
+    /// Single topic only: gives the subscriber's slot a sink, so that
+    /// appends write to its socket themselves while it waits at the head.
+    pub fn attach_sink(&self, sink: Arc<Sink>) -> bool {
+        match self.topics.as_slice() {
+            [subscribed] => {
+                subscribed.topic.attach_sink(subscribed.key, sink);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Single topic only: the cursor, if the subscriber is parked at the
+    /// head of its topic (its last read found nothing new).
+    pub fn idle_at_head(&self) -> Option<u64> {
+        let parked = self.topics.len() == 1 && self.position.parked_at_head;
+        parked.then_some(self.position.cursor)
+    }
+
+    /// Single topic only: a fan-out wrote the topic's events up to `cursor`
+    /// to the subscriber's socket (see `fanout`).
+    pub fn written_elsewhere_through(&mut self, cursor: u64) {
+        if self.topics.len() == 1 {
+            self.position.cursor = self.position.cursor.max(cursor);
+        }
     }
 
     /// Takes everything past the cursor, at most `max_bytes` of frames (but at

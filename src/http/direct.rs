@@ -12,13 +12,18 @@
 //! chunks written as they come, the body delimited by closing the connection
 //! (as nchan does), so each chunk is one `write` of a shared frame.
 //!
+//! While such a stream waits at the head of its topic, the publisher of the
+//! next event writes that event to its socket itself (`fanout`); the task
+//! claims the socket back whenever it is polled.
+//!
 //! Everything else is left untouched on the socket for hyper, which answers it
 //! exactly as before: other requests, HTTP/2, heads that are still incomplete
 //! after a short wait, too large or malformed, and subscribes that are refused (hyper re-reads the
 //! head and gives the same status and reason). TLS connections never come here.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -30,6 +35,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::connection::{ConnectionState, InFlight, OpenSubscription};
+use crate::fanout::{Claim, Handover, Sink};
 use crate::http::{Endpoint, cors, subscribe};
 use crate::io::DeadlineIo;
 use crate::sse::stream::EventStream;
@@ -189,7 +195,12 @@ impl Opened {
     /// Consumes the request head, writes the response head, then every chunk
     /// of the stream until it ends (shutdown, lag) or the client goes away.
     /// Stalled writes fail through `DeadlineIo`'s write timeout.
-    pub async fn serve(mut self, mut io: DeadlineIo<TcpStream>) {
+    pub async fn serve(mut self, io: DeadlineIo<TcpStream>) {
+        let mut socket = StreamSocket {
+            sink: Arc::new(Sink::new(io.get_ref().as_raw_fd())),
+            io,
+        };
+        let io = &mut socket.io;
         let mut request_head = vec![0u8; self.head_len];
         if io.read_exact(&mut request_head).await.is_err() {
             return;
@@ -198,8 +209,11 @@ impl Opened {
         if io.write_all(&self.response_head).await.is_err() {
             return;
         }
+        let attached = (self.stream.subscription()).attach_sink(Arc::clone(&socket.sink));
+        let sink = attached.then_some(&*socket.sink);
         loop {
-            match std::future::poll_fn(|cx| self.poll_next(cx, io.get_ref())).await {
+            let next = std::future::poll_fn(|cx| self.poll_next(cx, io.get_ref(), sink)).await;
+            match next {
                 Next::Chunk(chunk) => {
                     if io.write_all(&chunk).await.is_err() {
                         return;
@@ -214,6 +228,12 @@ impl Opened {
                         return;
                     }
                 },
+                Next::FanOutFailed(kind) => {
+                    if kind == std::io::ErrorKind::TimedOut {
+                        io.record_write_timeout();
+                    }
+                    return;
+                }
             }
         }
         // The stream ended on our side: a FIN tells the client at once.
@@ -221,13 +241,61 @@ impl Opened {
     }
 }
 
+/// A direct stream's socket and the sink its topic's fan-outs write to.
+struct StreamSocket {
+    sink: Arc<Sink>,
+    io: DeadlineIo<TcpStream>,
+}
+
+impl Drop for StreamSocket {
+    /// Shuts fan-outs out before `io` closes the descriptor (fields are
+    /// dropped after this), however the stream ends.
+    fn drop(&mut self) {
+        self.sink.close();
+    }
+}
+
 impl Opened {
     /// The next thing to do: write a chunk, end, or look at the client.
-    fn poll_next(&mut self, cx: &mut Context<'_>, socket: &TcpStream) -> Poll<Next> {
+    /// With a `sink`, the socket is claimed back from fan-outs first, and
+    /// handed to them again when the stream waits at the head of its topic.
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &TcpStream,
+        sink: Option<&Sink>,
+    ) -> Poll<Next> {
+        if let Some(sink) = sink
+            && let Some(next) = ready!(self.claim(sink))
+        {
+            return Poll::Ready(next);
+        }
         if let Poll::Ready(chunk) = self.stream.poll_next_chunk(cx) {
             return Poll::Ready(chunk.map_or(Next::End, Next::Chunk));
         }
+        if let (Some(sink), Some(cursor)) = (sink, self.stream.idle_at_head()) {
+            sink.park(cursor, cx.waker());
+        }
         socket.poll_read_ready(cx).map(|_| Next::Client)
+    }
+
+    /// Takes the socket back from fan-outs and catches up with what they
+    /// wrote. `Pending` while one is writing (it wakes the task when done);
+    /// `Some` when one left something to finish.
+    fn claim(&mut self, sink: &Sink) -> Poll<Option<Next>> {
+        let Claim::Owned {
+            cursor,
+            last_write,
+            handover,
+        } = sink.claim()
+        else {
+            return Poll::Pending;
+        };
+        self.stream.written_elsewhere(cursor, last_write);
+        Poll::Ready(handover.map(|handover| match handover {
+            Handover::Rest(rest) => Next::Chunk(rest),
+            Handover::Failed(kind) => Next::FanOutFailed(kind),
+        }))
     }
 }
 
@@ -236,6 +304,8 @@ enum Next {
     End,
     /// The socket is readable: the client sent something, closed or failed.
     Client,
+    /// A fan-out's write to the socket failed.
+    FanOutFailed(std::io::ErrorKind),
 }
 
 /// What the client did while its stream was open.

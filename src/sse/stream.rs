@@ -122,6 +122,32 @@ impl EventStream {
         }
     }
 
+    /// The subscription, for a direct stream's fan-out bookkeeping
+    /// (`http::direct`).
+    pub fn subscription(&self) -> &Subscription {
+        &self.subscription
+    }
+
+    /// The cursor, when the stream has written its opening and waits at the
+    /// head of its one topic: from there, a fan-out may write its next
+    /// events for it.
+    pub fn idle_at_head(&self) -> Option<u64> {
+        match self.retry.is_some() || self.finished {
+            true => None,
+            false => self.subscription.idle_at_head(),
+        }
+    }
+
+    /// A fan-out wrote the events up to `cursor` to this stream's socket,
+    /// the last of them at `last_write`: the cursor moves past them and the
+    /// heartbeat counts the write.
+    pub fn written_elsewhere(&mut self, cursor: u64, last_write: Option<Instant>) {
+        self.subscription.written_elsewhere_through(cursor);
+        if let Some(at) = last_write {
+            self.last_write = self.last_write.max(at);
+        }
+    }
+
     /// The first chunk: `retry:`, the `gap` event if one is due, then `frames`.
     fn opening(&mut self, retry: &[u8], frames: &[u8]) -> Bytes {
         let gap = self.subscription.take_opening_gap().map(|resume_id| {

@@ -18,9 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
+use bytes::Bytes;
 use slab::Slab;
 use tokio::time::Instant;
 
+use crate::fanout::Sink;
 use crate::id::Sequence;
 use crate::sse::encode::FrameTemplate;
 use budget::BufferPolicy;
@@ -43,9 +45,8 @@ pub struct Topic {
 #[derive(Debug)]
 struct TopicState {
     ring: Ring,
-    /// One slot per registered subscriber; `Some` while that subscriber is
-    /// parked waiting for the next append.
-    waiters: Slab<Option<Waker>>,
+    /// One slot per registered subscriber.
+    waiters: Slab<Waiter>,
     /// The last publish, subscribe or unsubscribe: the start of the idle
     /// period after which the sweeper may remove the topic.
     last_active: Instant,
@@ -59,6 +60,16 @@ struct TopicState {
     /// still holds an `Arc` to a removed topic must look the name up again,
     /// or an append would be lost.
     removed: bool,
+}
+
+/// A registered subscriber's slot.
+#[derive(Debug, Default)]
+struct Waiter {
+    /// `Some` while the subscriber is parked waiting for the next append.
+    waker: Option<Waker>,
+    /// A direct stream's socket, which an append of one event writes to
+    /// itself while it is parked (see `fanout`).
+    sink: Option<Arc<Sink>>,
 }
 
 /// The topic was removed between lookup and lock.
@@ -75,11 +86,17 @@ pub enum AppendError {
 }
 
 /// Where an appended event went.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Appended {
     pub seq: u64,
+    /// The topic's previous event (0 for none).
+    pub previous: u64,
     /// Subscriber streams registered on the topic at append time.
     pub n_subscribers: usize,
+    /// The event's frame, and the sinks parked at the head of the topic at
+    /// append time, which the caller writes it to (`fanout::FanOut`).
+    pub frame: Bytes,
+    pub parked_sinks: Vec<Arc<Sink>>,
 }
 
 /// Where a batch of appended events went.
@@ -145,15 +162,25 @@ impl Topic {
         now: Instant,
     ) -> Result<Appended, AppendError> {
         let frame_len = template.len();
-        let mut seq = 0;
-        let n_subscribers = self.append_all(
+        let mut appended = Appended {
+            seq: 0,
+            previous: 0,
+            n_subscribers: 0,
+            frame: Bytes::new(),
+            parked_sinks: Vec::new(),
+        };
+        appended.n_subscribers = self.append_all(
             sequence,
             std::iter::once(template),
             (1, frame_len),
             now,
-            |s| seq = s,
+            Delivery::FanOut(&mut appended.parked_sinks),
+            |previous, seq, frame| {
+                (appended.previous, appended.seq) = (previous, seq);
+                appended.frame = frame.clone();
+            },
         )?;
-        Ok(Appended { seq, n_subscribers })
+        Ok(appended)
     }
 
     /// Appends several events in one step under one lock: all or none, in
@@ -171,8 +198,14 @@ impl Topic {
             templates.iter().map(FrameTemplate::len).sum(),
         );
         let mut seqs = Vec::with_capacity(templates.len());
-        let n_subscribers =
-            self.append_all(sequence, templates.into_iter(), size, now, |s| seqs.push(s))?;
+        let n_subscribers = self.append_all(
+            sequence,
+            templates.into_iter(),
+            size,
+            now,
+            Delivery::Wake,
+            |_, seq, _| seqs.push(seq),
+        )?;
         Ok(AppendedBatch {
             seqs,
             n_subscribers,
@@ -181,14 +214,17 @@ impl Topic {
 
     /// The one append: `size` is the number of frames and their bytes, so
     /// that the budget is checked once for all of them before any is pushed.
-    /// Returns the subscribers registered at append time.
+    /// `on_appended` sees each event's predecessor in this topic (0 for
+    /// none), sequence number and frame. Returns the
+    /// subscribers registered at append time.
     fn append_all(
         &self,
         sequence: &Sequence,
         templates: impl Iterator<Item = FrameTemplate>,
         (n_events, n_bytes): (usize, usize),
         now: Instant,
-        mut on_seq: impl FnMut(u64),
+        delivery: Delivery<'_>,
+        mut on_appended: impl FnMut(u64, u64, &Bytes),
     ) -> Result<usize, AppendError> {
         let (n_subscribers, wakers) = {
             let mut state = self.lock();
@@ -203,19 +239,24 @@ impl Topic {
             let mut n_freed = 0;
             for template in templates {
                 let (seq, id) = sequence.next();
+                let frame = template.finish(&id);
+                on_appended(self.last_seq.load(Ordering::Relaxed), seq, &frame);
                 n_freed += state.ring.push(StoredEvent {
                     seq,
                     published_at: now,
-                    frame: template.finish(&id),
+                    frame,
                 });
                 self.last_seq.store(seq, Ordering::Release);
-                on_seq(seq);
             }
             self.policy.add(n_bytes);
             self.policy.release(n_freed);
             state.last_active = now;
             state.had_events = true;
-            (state.waiters.len(), state.take_wakers())
+            let wakers = match delivery {
+                Delivery::FanOut(parked_sinks) => state.take_wakers(Some(parked_sinks)),
+                Delivery::Wake => state.take_wakers(None),
+            };
+            (state.waiters.len(), wakers)
         };
         self.wake(wakers);
         Ok(n_subscribers)
@@ -230,7 +271,7 @@ impl Topic {
         }
         self.expire(&mut state, now);
         state.last_active = now;
-        let key = state.waiters.insert(None);
+        let key = state.waiters.insert(Waiter::default());
         Ok(Registration {
             key,
             floor: state.ring.floor(),
@@ -252,6 +293,14 @@ impl Topic {
         self.last_seq.load(Ordering::Acquire)
     }
 
+    /// Gives the subscriber in slot `key` a sink, so that appends of one
+    /// event write to its socket themselves while it is parked.
+    pub fn attach_sink(&self, key: usize, sink: Arc<Sink>) {
+        if let Some(waiter) = self.lock().waiters.get_mut(key) {
+            waiter.sink = Some(sink);
+        }
+    }
+
     /// Locks the topic for a subscriber's read.
     pub fn view(&self) -> TopicView<'_> {
         TopicView(self.lock())
@@ -259,7 +308,7 @@ impl Topic {
 
     /// Wakes every parked subscriber, e.g. so that it notices shutdown.
     pub fn wake_all(&self) {
-        let wakers = self.lock().take_wakers();
+        let wakers = self.lock().take_wakers(None);
         self.wake(wakers);
     }
 
@@ -333,11 +382,33 @@ impl TopicState {
         }
     }
 
-    fn take_wakers(&mut self) -> Vec<Waker> {
+    /// The wakers of every parked subscriber, taken. With `parked_sinks`,
+    /// a subscriber whose sink is parked keeps its waker and its sink goes
+    /// into `parked_sinks` instead: the append writes to it itself.
+    fn take_wakers(&mut self, mut parked_sinks: Option<&mut Vec<Arc<Sink>>>) -> Vec<Waker> {
         let mut wakers = std::mem::take(&mut self.spare_wakers);
-        wakers.extend(self.waiters.iter_mut().filter_map(|(_, slot)| slot.take()));
+        for (_, waiter) in self.waiters.iter_mut() {
+            if waiter.waker.is_none() {
+                continue;
+            }
+            if let (Some(sinks), Some(sink)) = (parked_sinks.as_deref_mut(), &waiter.sink)
+                && sink.is_parked()
+            {
+                sinks.push(Arc::clone(sink));
+                continue;
+            }
+            wakers.extend(waiter.waker.take());
+        }
         wakers
     }
+}
+
+/// How an append reaches the parked subscribers.
+enum Delivery<'a> {
+    /// Wake them all.
+    Wake,
+    /// One event: collect the parked sinks here instead of waking them.
+    FanOut(&'a mut Vec<Arc<Sink>>),
 }
 
 /// A locked topic, as seen by one subscriber's read.
@@ -352,7 +423,7 @@ impl TopicView<'_> {
     /// caller checked the ring under this same lock, no append can slip in
     /// between "nothing new" and "parked".
     pub fn park(&mut self, key: usize, waker: &Waker) {
-        if let Some(slot) = self.0.waiters.get_mut(key) {
+        if let Some(Waiter { waker: slot, .. }) = self.0.waiters.get_mut(key) {
             match slot {
                 Some(parked) if parked.will_wake(waker) => {}
                 _ => *slot = Some(waker.clone()),

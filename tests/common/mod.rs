@@ -228,6 +228,8 @@ impl Subscriber {
 pub struct RawSubscriber {
     body: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     pub received: Vec<u8>,
+    /// Complete frames in `received`, counted as it grows.
+    n_frames: usize,
 }
 
 impl RawSubscriber {
@@ -245,6 +247,7 @@ impl RawSubscriber {
         RawSubscriber {
             body: Box::pin(response.bytes_stream()),
             received: Vec::new(),
+            n_frames: 0,
         }
     }
 
@@ -252,20 +255,23 @@ impl RawSubscriber {
     /// blocks), returning everything read so far.
     pub async fn read_frames(&mut self, n: usize) -> &[u8] {
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while count_frames(&self.received) < n {
+        while self.n_frames < n {
             let chunk = tokio::time::timeout_at(deadline, self.body.next())
                 .await
                 .expect("frames in time")
                 .expect("stream still open")
                 .expect("body chunk");
+            // Only the new bytes, and the one before them, can hold a new
+            // frame end.
+            let from = self.received.len().saturating_sub(1);
             self.received.extend_from_slice(&chunk);
+            self.n_frames += self.received[from..]
+                .windows(2)
+                .filter(|pair| pair == b"\n\n")
+                .count();
         }
         &self.received
     }
-}
-
-fn count_frames(bytes: &[u8]) -> usize {
-    bytes.windows(2).filter(|pair| pair == b"\n\n").count()
 }
 
 /// Polls `check` until it returns true, failing the test after `PATIENCE`.
