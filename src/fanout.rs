@@ -31,7 +31,9 @@
 //!
 //! The task claims the socket back whenever it is polled; if a fan-out is
 //! writing at that moment, it marks the sink `WANTED` and the fan-out hands
-//! over when done. `CLOSED` is set before the socket's descriptor is closed,
+//! over when done. A second fan-out (another publisher, on another worker
+//! thread) that finds the first one writing does the same, so that its event
+//! is read from the ring by the task rather than forgotten. `CLOSED` is set before the socket's descriptor is closed,
 //! and only from a state in which no fan-out writes, so a fan-out never
 //! writes to a descriptor that may have been reused.
 //!
@@ -51,8 +53,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
+
+use crate::topic::{FanOutFrames, Topic};
 
 /// The task owns the socket (it may write).
 const TASK: u8 = 0;
@@ -65,13 +69,18 @@ const WRITING_WANTED: u8 = 3;
 /// The socket is about to be closed: nobody writes any more.
 const CLOSED: u8 = 4;
 
-/// Fan-outs this small are written by the publishing request itself, before
-/// it answers; larger ones run as their own task (see `FanOut::deliver`).
+/// Fan-outs this small are swept once by the publishing request itself,
+/// before it answers; larger ones run as their own task (see
+/// `FanOut::deliver`).
 const INLINE_SINKS: usize = 16;
 /// A fan-out task lets other tasks run after this many writes (about a
 /// millisecond), so a topic with 10,000 subscribers cannot hold a worker
 /// thread for the whole time it takes to write to all of them.
 const SINKS_PER_TURN: usize = 256;
+/// At most this many events, and bytes, go into one fan-out write; a sink
+/// further behind gets the rest at the next sweep (or from its stream).
+const MAX_WRITE_EVENTS: usize = 256;
+const MAX_WRITE_BYTES: usize = 64 << 10;
 
 /// A direct stream's socket, shared between its task and the fan-outs of
 /// its topic.
@@ -137,6 +146,11 @@ impl Sink {
         self.state.load(SeqCst) == PARKED
     }
 
+    /// How far the socket has been written (see `cursor`).
+    pub fn cursor(&self) -> u64 {
+        self.cursor.load(SeqCst)
+    }
+
     /// Task side: takes the socket back before the task writes or reads its
     /// stream.
     pub fn claim(&self) -> Claim {
@@ -196,46 +210,72 @@ impl Sink {
         }
     }
 
-    /// Fan-out side: writes `frame` (event `seq`, the topic's event after
-    /// `previous`) if the sink is parked with exactly that event to go. Returns
-    /// whether the event was delivered, in full or with its rest handed over.
-    fn write(&self, frame: &Bytes, previous: u64, seq: u64, at: Instant) -> bool {
-        if self
-            .state
-            .compare_exchange(PARKED, WRITING, SeqCst, SeqCst)
-            .is_err()
-        {
-            // The task has it (and reads the event from the ring), or it is
-            // closed.
-            return false;
+    /// Fan-out side: writes every event of `frames` past the sink's cursor
+    /// (at most `MAX_WRITE_BYTES`, at least one) in one `send`, if the sink
+    /// is parked. Returns the number of events delivered, in full or with
+    /// their rest handed over.
+    fn write(&self, frames: &FanOutFrames, batches: &mut BatchCache, now: Instant) -> usize {
+        if !self.start_write() {
+            return 0;
         }
-        // The cursor covers every event of the topic up to it, so with
-        // `previous` covered and `seq` not, `seq` is exactly the next thing
-        // this socket must carry. (A new stream's cursor is the process-wide
-        // head, usually past `previous`.) Otherwise the ring has the rest.
+        // The cursor covers every event of the topic up to it. The ring has
+        // every event past its floor, and `frames` every event of the ring
+        // past the lowest cursor of the sinks it was taken for, so the
+        // events past this cursor are exactly the next thing this socket
+        // must carry. A cursor below the floor means a loss only the stream
+        // can report.
         let cursor = self.cursor.load(SeqCst);
-        if cursor < previous || cursor >= seq {
+        if cursor < frames.floor {
             self.hand_over(None);
-            return false;
+            return 0;
         }
-        match send(self.fd, frame) {
-            Ok(n) if n == frame.len() => {
-                self.wrote(seq, at);
+        let Some((bytes, n_events, last_seq)) = batches.after(frames, cursor) else {
+            // Nothing new for this one (it caught up on its own).
+            self.park_after_write();
+            return 0;
+        };
+        match send(self.fd, &bytes) {
+            Ok(n) if n == bytes.len() => {
+                self.wrote(last_seq, now);
                 self.park_after_write();
-                true
+                n_events
             }
             Ok(n) => {
-                self.wrote(seq, at);
-                self.hand_over(Some(Handover::Rest(frame.slice(n..))));
-                true
+                self.wrote(last_seq, now);
+                self.hand_over(Some(Handover::Rest(bytes.slice(n..))));
+                n_events
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
                 self.hand_over(None);
-                false
+                0
             }
             Err(err) => {
                 self.hand_over(Some(Handover::Failed(err.kind())));
-                false
+                0
+            }
+        }
+    }
+
+    /// Claims a parked sink for a write. Should another writer hold it (one
+    /// fan-out runs per topic, so it cannot happen today), marks it wanted
+    /// so that the socket goes back to the task, which reads the ring. When
+    /// the task has it or it is closed, there is nothing to do.
+    fn start_write(&self) -> bool {
+        let mut state = PARKED;
+        loop {
+            let next = match state {
+                PARKED => WRITING,
+                WRITING => WRITING_WANTED,
+                _ => return false,
+            };
+            match self.state.compare_exchange(state, next, SeqCst, SeqCst) {
+                Ok(_) => return next == WRITING,
+                Err(actual) => state = actual,
             }
         }
     }
@@ -259,17 +299,16 @@ impl Sink {
         }
     }
 
-    /// Gives the socket back to the task and wakes it.
+    /// Gives the socket back to the task and wakes it. The waker is taken
+    /// while the fan-out still holds the socket: the task parks (and leaves
+    /// a new waker) only after it has seen `TASK`, so the waker taken here
+    /// is never one left for a later park.
     fn hand_over(&self, handover: Option<Handover>) {
         if handover.is_some() {
             *lock(&self.handover) = handover;
         }
-        self.state.store(TASK, SeqCst);
-        self.wake();
-    }
-
-    fn wake(&self) {
         let waker = lock(&self.waker).take();
+        self.state.store(TASK, SeqCst);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -301,64 +340,149 @@ fn send(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// The writes one appended event owes the sinks that were parked at the
-/// head of its topic when it was appended.
+/// The writes a topic owes the sinks parked at its head: the fan-out an
+/// append starts when it finds some parked and no fan-out running.
+///
+/// It sweeps the sinks, writing each every event past its cursor in one
+/// `send`, then asks the topic for the sinks still behind (events appended
+/// during the sweep leave parked sinks to it) and sweeps again, until none
+/// is. So a topic has one fan-out at a time, and under load each socket gets
+/// many events per write, as a stream that is behind does.
 #[derive(Debug)]
 pub struct FanOut {
+    topic: Arc<Topic>,
     sinks: Vec<Arc<Sink>>,
-    frame: Bytes,
-    previous: u64,
-    seq: u64,
-    at: Instant,
+    /// Whether the topic has been told the fan-out is over (or abandoned).
+    finished: bool,
 }
 
 impl FanOut {
-    /// `frame` is event `seq`, appended at `at` right after event
-    /// `previous` of its topic; `sinks` were parked when it was appended.
-    pub fn new(
-        sinks: Vec<Arc<Sink>>,
-        frame: Bytes,
-        (previous, seq): (u64, u64),
-        at: Instant,
-    ) -> FanOut {
+    /// The fan-out `topic` started with the parked `sinks` (not empty).
+    pub fn new(topic: Arc<Topic>, sinks: Vec<Arc<Sink>>) -> FanOut {
         FanOut {
+            topic,
             sinks,
-            frame,
-            previous,
-            seq,
-            at,
+            finished: false,
         }
     }
 
-    /// Writes to every sink: here and now when there are few, else in a task
-    /// of its own that yields every `SINKS_PER_TURN` writes (the publisher
-    /// gets its answer without waiting for thousands of writes). Calls
-    /// `delivered` with the number of events written, once per batch of
-    /// writes.
-    pub fn deliver(self, delivered: impl Fn(usize) + Send + 'static) {
-        if self.sinks.is_empty() {
-            return;
-        }
+    /// Runs the fan-out: one sweep here and now when there are few sinks,
+    /// the rest in a task of its own that yields every `SINKS_PER_TURN`
+    /// writes (the publisher gets its answer without waiting for thousands
+    /// of writes). Calls `delivered` with the number of events written,
+    /// once per batch of writes.
+    pub fn deliver(mut self, delivered: impl Fn(usize) + Send + 'static) {
         let runtime = tokio::runtime::Handle::try_current();
+        if self.sinks.len() <= INLINE_SINKS || runtime.is_err() {
+            delivered(self.write_to(0..self.sinks.len()));
+            self.next_sweep();
+        }
         match runtime {
-            Ok(runtime) if self.sinks.len() > INLINE_SINKS => {
-                runtime.spawn(async move {
-                    for start in (0..self.sinks.len()).step_by(SINKS_PER_TURN) {
-                        let end = (start + SINKS_PER_TURN).min(self.sinks.len());
-                        delivered(self.write_to(start..end));
-                        tokio::task::yield_now().await;
-                    }
-                });
+            _ if self.finished => {}
+            Ok(runtime) => {
+                runtime.spawn(self.run(delivered));
             }
-            _ => delivered(self.write_to(0..self.sinks.len())),
+            Err(_) => {
+                while !self.finished {
+                    delivered(self.write_to(0..self.sinks.len()));
+                    self.next_sweep();
+                }
+            }
         }
     }
 
+    async fn run(mut self, delivered: impl Fn(usize)) {
+        while !self.finished {
+            for start in (0..self.sinks.len()).step_by(SINKS_PER_TURN) {
+                let end = (start + SINKS_PER_TURN).min(self.sinks.len());
+                delivered(self.write_to(start..end));
+                tokio::task::yield_now().await;
+            }
+            self.next_sweep();
+        }
+    }
+
+    /// The sinks for another sweep, or the end of the fan-out.
+    fn next_sweep(&mut self) {
+        self.sinks = self.topic.fan_out_again();
+        self.finished = self.sinks.is_empty();
+    }
+
+    /// Writes to the sinks in `range`, from one look at the topic's recent
+    /// events, and one clock reading for all (a turn takes about a
+    /// millisecond; heartbeats are seconds apart).
     fn write_to(&self, range: std::ops::Range<usize>) -> usize {
-        self.sinks[range]
+        let sinks = &self.sinks[range];
+        let Some(lowest) = sinks.iter().map(|sink| sink.cursor()).min() else {
+            return 0;
+        };
+        let frames = self.topic.fan_out_frames(lowest, MAX_WRITE_EVENTS);
+        let mut batches = BatchCache::default();
+        let now = Instant::now();
+        sinks
             .iter()
-            .filter(|sink| sink.write(&self.frame, self.previous, self.seq, self.at))
-            .count()
+            .map(|sink| sink.write(&frames, &mut batches, now))
+            .sum()
+    }
+}
+
+impl Drop for FanOut {
+    /// A fan-out dropped halfway (its task cancelled at shutdown) must not
+    /// leave the topic believing one runs: parked sinks would wait forever.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.topic.abandon_fan_out();
+        }
+    }
+}
+
+/// The bytes of the events past one cursor, built once for all the sinks
+/// at that cursor (in a broadcast, nearly all of them).
+#[derive(Debug, Default)]
+struct BatchCache {
+    /// Index of the first event in `FanOutFrames::events`, and its batch.
+    last: Option<(usize, Batch)>,
+}
+
+/// Bytes to send, how many events they hold, and the last one's seq.
+type Batch = (Bytes, usize, u64);
+
+impl BatchCache {
+    /// The events of `frames` past `cursor`, at most `MAX_WRITE_BYTES` of
+    /// them but at least one; `None` when there are none.
+    fn after(&mut self, frames: &FanOutFrames, cursor: u64) -> Option<Batch> {
+        let first = frames.events.partition_point(|(seq, _)| *seq <= cursor);
+        if first == frames.events.len() {
+            return None;
+        }
+        if let Some((cached_first, batch)) = &self.last
+            && *cached_first == first
+        {
+            return Some(batch.clone());
+        }
+        let pending = &frames.events[first..];
+        let mut n_events = 1;
+        let mut n_bytes = pending[0].1.len();
+        for (_, frame) in &pending[1..] {
+            if n_bytes + frame.len() > MAX_WRITE_BYTES {
+                break;
+            }
+            (n_events, n_bytes) = (n_events + 1, n_bytes + frame.len());
+        }
+        let bytes = match n_events {
+            // One event: its frame itself, shared, no copy.
+            1 => pending[0].1.clone(),
+            _ => {
+                let mut buf = BytesMut::with_capacity(n_bytes);
+                pending[..n_events]
+                    .iter()
+                    .for_each(|(_, frame)| buf.extend_from_slice(frame));
+                buf.freeze()
+            }
+        };
+        let batch = (bytes, n_events, pending[n_events - 1].0);
+        self.last = Some((first, batch.clone()));
+        Some(batch)
     }
 }
 
@@ -429,35 +553,61 @@ mod tests {
         }
     }
 
+    fn frames(floor: u64, events: &[(u64, &'static [u8])]) -> FanOutFrames {
+        FanOutFrames {
+            floor,
+            events: events
+                .iter()
+                .map(|(seq, frame)| (*seq, Bytes::from_static(frame)))
+                .collect(),
+        }
+    }
+
+    fn write(sink: &Sink, frames: &FanOutFrames) -> usize {
+        sink.write(frames, &mut BatchCache::default(), Instant::now())
+    }
+
     #[tokio::test]
-    async fn a_parked_sink_gets_the_next_event_and_stays_parked() {
+    async fn a_parked_sink_gets_every_event_past_its_cursor_in_one_write() {
         let mut f = fixture();
         f.sink.park(7, &f.waker);
-        let at = Instant::now();
-        let frame = Bytes::from_static(b"id: x-9\ndata: a\n\n");
-        assert!(f.sink.write(&frame, 7, 9, at));
-        assert_eq!(f.received(), frame);
+        let before = Instant::now();
+        let recent = frames(0, &[(7, b"data: old\n\n"), (9, b"data: a\n\n")]);
+        assert_eq!(write(&f.sink, &recent), 1);
+        assert_eq!(f.received(), b"data: a\n\n");
         assert!(f.sink.is_parked());
         assert_eq!(f.n_wakes(), 0, "a delivered event wakes nobody");
-        // The next event follows on from the one just written.
-        assert!(f.sink.write(&frame, 9, 12, at));
+        // Two more: both in one write.
+        let recent = frames(
+            0,
+            &[
+                (9, b"data: a\n\n"),
+                (10, b"data: b\n\n"),
+                (12, b"data: c\n\n"),
+            ],
+        );
+        assert_eq!(write(&f.sink, &recent), 2);
+        assert_eq!(f.received(), b"data: b\n\ndata: c\n\n");
+        // Nothing new: nothing written, still parked.
+        assert_eq!(write(&f.sink, &recent), 0);
+        assert!(f.sink.is_parked());
         let (cursor, last_write, handover) = owned(f.sink.claim());
         assert_eq!(cursor, 12);
-        assert!(last_write.is_some_and(|t| t >= at));
+        assert!(last_write.is_some_and(|t| t >= before));
         assert!(handover.is_none());
         assert!(!f.sink.is_parked());
     }
 
     #[tokio::test]
-    async fn a_sink_its_task_owns_or_one_behind_is_not_written() {
+    async fn a_sink_its_task_owns_or_that_lost_events_is_not_written() {
         let mut f = fixture();
-        let frame = Bytes::from_static(b"data: a\n\n");
+        let recent = frames(0, &[(1, b"data: a\n\n")]);
         // Never parked: the task owns the socket.
-        assert!(!f.sink.write(&frame, 0, 1, Instant::now()));
+        assert_eq!(write(&f.sink, &recent), 0);
         assert_eq!(f.n_wakes(), 0);
-        // Parked before the event's predecessor: handed back, woken.
+        // Parked below the ring's floor: its stream must report the loss.
         f.sink.park(3, &f.waker);
-        assert!(!f.sink.write(&frame, 5, 6, Instant::now()));
+        assert_eq!(write(&f.sink, &frames(5, &[(6, b"data: a\n\n")])), 0);
         assert_eq!(f.n_wakes(), 1);
         assert!(f.received().is_empty());
         let (cursor, _, handover) = owned(f.sink.claim());
@@ -466,23 +616,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_socket_hands_back_the_rest_of_the_frame() {
+    async fn a_full_socket_hands_back_the_rest_of_the_write() {
         let f = fixture();
-        let frame = Bytes::from(vec![b'x'; 4 << 20]);
+        static BIG: [u8; 4 << 20] = [b'x'; 4 << 20];
         f.sink.park(1, &f.waker);
         // Larger than the socket buffer: part of it goes, the rest is the
         // task's to write.
-        assert!(f.sink.write(&frame, 1, 2, Instant::now()));
+        let recent = frames(0, &[(2, &BIG)]);
+        assert_eq!(write(&f.sink, &recent), 1);
         assert_eq!(f.n_wakes(), 1);
         let (cursor, _, handover) = owned(f.sink.claim());
         assert_eq!(cursor, 2);
         let Some(Handover::Rest(rest)) = handover else {
             panic!("no rest handed over: {handover:?}");
         };
-        assert!(!rest.is_empty() && rest.len() < frame.len());
+        assert!(!rest.is_empty() && rest.len() < BIG.len());
         // Nothing fits now: the next event is not written at all.
         f.sink.park(2, &f.waker);
-        assert!(!f.sink.write(&frame, 2, 3, Instant::now()));
+        assert_eq!(write(&f.sink, &frames(0, &[(3, &BIG)])), 0);
         assert_eq!(f.n_wakes(), 2);
         let (cursor, _, handover) = owned(f.sink.claim());
         assert_eq!(cursor, 2);
@@ -509,11 +660,32 @@ mod tests {
         let mut f = fixture();
         f.sink.park(1, &f.waker);
         f.sink.close();
-        assert!(
-            !f.sink
-                .write(&Bytes::from_static(b"data: a\n\n"), 1, 2, Instant::now())
-        );
+        assert_eq!(write(&f.sink, &frames(0, &[(2, b"data: a\n\n")])), 0);
         assert!(f.received().is_empty());
         assert_eq!(f.n_wakes(), 0);
+    }
+
+    #[test]
+    fn batches_are_capped_and_shared_by_sinks_at_one_cursor() {
+        static EVENT: [u8; 40 << 10] = [b'e'; 40 << 10];
+        let recent = frames(
+            0,
+            &[
+                (1, b"data: a\n\n"),
+                (2, b"data: b\n\n"),
+                (3, &EVENT),
+                (4, &EVENT),
+            ],
+        );
+        let mut cache = BatchCache::default();
+        let (bytes, n_events, last) = cache.after(&recent, 0).expect("a batch");
+        // Two small events and one large; the second large one would pass
+        // MAX_WRITE_BYTES.
+        assert_eq!((n_events, last), (3, 3));
+        assert_eq!(bytes.len(), 9 + 9 + EVENT.len());
+        let (again, _, _) = cache.after(&recent, 0).expect("a batch");
+        assert_eq!(again.as_ptr(), bytes.as_ptr(), "built once");
+        assert_eq!(cache.after(&recent, 3).map(|b| (b.1, b.2)), Some((1, 4)));
+        assert!(cache.after(&recent, 4).is_none());
     }
 }

@@ -141,12 +141,7 @@ impl Registry {
                 Ok(appended) => {
                     self.metrics.event_published(started.elapsed());
                     if !appended.parked_sinks.is_empty() {
-                        let fan_out = FanOut::new(
-                            appended.parked_sinks,
-                            appended.frame,
-                            (appended.previous, appended.seq),
-                            started,
-                        );
+                        let fan_out = FanOut::new(Arc::clone(&topic), appended.parked_sinks);
                         let metrics = Arc::clone(&self.metrics);
                         fan_out.deliver(move |n_written| metrics.fanned_out(n_written));
                     }

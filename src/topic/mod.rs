@@ -56,6 +56,9 @@ struct TopicState {
     /// The wakers of one append, kept between appends so that waking a
     /// crowd allocates nothing.
     spare_wakers: Vec<Waker>,
+    /// A fan-out is running for this topic (see `fanout`): appends leave
+    /// parked sinks to it rather than starting another.
+    fanning_out: bool,
     /// Set by the registry under this lock when it removes the topic. Whoever
     /// still holds an `Arc` to a removed topic must look the name up again,
     /// or an append would be lost.
@@ -89,14 +92,22 @@ pub enum AppendError {
 #[derive(Debug)]
 pub struct Appended {
     pub seq: u64,
-    /// The topic's previous event (0 for none).
-    pub previous: u64,
     /// Subscriber streams registered on the topic at append time.
     pub n_subscribers: usize,
-    /// The event's frame, and the sinks parked at the head of the topic at
-    /// append time, which the caller writes it to (`fanout::FanOut`).
-    pub frame: Bytes,
+    /// The sinks parked at the head of the topic, when this append started
+    /// the topic's fan-out: the caller runs it (`fanout::FanOut`). Empty
+    /// when there were none, or a fan-out already running will cover them.
     pub parked_sinks: Vec<Arc<Sink>>,
+}
+
+/// The recent events a fan-out writes from (see `Topic::fan_out_frames`).
+#[derive(Debug, Default)]
+pub struct FanOutFrames {
+    /// The ring's floor: a sink whose cursor is below it may have lost
+    /// events, which only its stream can tell it about.
+    pub floor: u64,
+    /// Sequence numbers and frames, oldest first.
+    pub events: Vec<(u64, Bytes)>,
 }
 
 /// Where a batch of appended events went.
@@ -138,6 +149,7 @@ impl Topic {
                 last_active: now,
                 had_events: false,
                 spare_wakers: Vec::new(),
+                fanning_out: false,
                 removed: false,
             }),
         }
@@ -164,9 +176,7 @@ impl Topic {
         let frame_len = template.len();
         let mut appended = Appended {
             seq: 0,
-            previous: 0,
             n_subscribers: 0,
-            frame: Bytes::new(),
             parked_sinks: Vec::new(),
         };
         appended.n_subscribers = self.append_all(
@@ -175,10 +185,7 @@ impl Topic {
             (1, frame_len),
             now,
             Delivery::FanOut(&mut appended.parked_sinks),
-            |previous, seq, frame| {
-                (appended.previous, appended.seq) = (previous, seq);
-                appended.frame = frame.clone();
-            },
+            |seq| appended.seq = seq,
         )?;
         Ok(appended)
     }
@@ -204,7 +211,7 @@ impl Topic {
             size,
             now,
             Delivery::Wake,
-            |_, seq, _| seqs.push(seq),
+            |seq| seqs.push(seq),
         )?;
         Ok(AppendedBatch {
             seqs,
@@ -214,8 +221,7 @@ impl Topic {
 
     /// The one append: `size` is the number of frames and their bytes, so
     /// that the budget is checked once for all of them before any is pushed.
-    /// `on_appended` sees each event's predecessor in this topic (0 for
-    /// none), sequence number and frame. Returns the
+    /// `on_appended` sees each event's sequence number. Returns the
     /// subscribers registered at append time.
     fn append_all(
         &self,
@@ -224,7 +230,7 @@ impl Topic {
         (n_events, n_bytes): (usize, usize),
         now: Instant,
         delivery: Delivery<'_>,
-        mut on_appended: impl FnMut(u64, u64, &Bytes),
+        mut on_appended: impl FnMut(u64),
     ) -> Result<usize, AppendError> {
         let (n_subscribers, wakers) = {
             let mut state = self.lock();
@@ -239,13 +245,12 @@ impl Topic {
             let mut n_freed = 0;
             for template in templates {
                 let (seq, id) = sequence.next();
-                let frame = template.finish(&id);
-                on_appended(self.last_seq.load(Ordering::Relaxed), seq, &frame);
                 n_freed += state.ring.push(StoredEvent {
                     seq,
                     published_at: now,
-                    frame,
+                    frame: template.finish(&id),
                 });
+                on_appended(seq);
                 self.last_seq.store(seq, Ordering::Release);
             }
             self.policy.add(n_bytes);
@@ -253,8 +258,13 @@ impl Topic {
             state.last_active = now;
             state.had_events = true;
             let wakers = match delivery {
-                Delivery::FanOut(parked_sinks) => state.take_wakers(Some(parked_sinks)),
-                Delivery::Wake => state.take_wakers(None),
+                Delivery::FanOut(_) if state.fanning_out => state.take_wakers(Parked::Leave),
+                Delivery::FanOut(parked_sinks) => {
+                    let wakers = state.take_wakers(Parked::Collect(parked_sinks));
+                    state.fanning_out = !parked_sinks.is_empty();
+                    wakers
+                }
+                Delivery::Wake => state.take_wakers(Parked::Wake),
             };
             (state.waiters.len(), wakers)
         };
@@ -308,7 +318,47 @@ impl Topic {
 
     /// Wakes every parked subscriber, e.g. so that it notices shutdown.
     pub fn wake_all(&self) {
-        let wakers = self.lock().take_wakers(None);
+        let wakers = self.lock().take_wakers(Parked::Wake);
+        self.wake(wakers);
+    }
+
+    /// For a running fan-out: the topic's floor and its events after
+    /// `cursor`, at most `max_events` of them.
+    pub fn fan_out_frames(&self, cursor: u64, max_events: usize) -> FanOutFrames {
+        let state = self.lock();
+        FanOutFrames {
+            floor: state.ring.floor(),
+            events: (state.ring.after(cursor).take(max_events))
+                .map(|event| (event.seq, event.frame.clone()))
+                .collect(),
+        }
+    }
+
+    /// For a fan-out at the end of a sweep: the parked sinks that are behind
+    /// the newest event (appended during the sweep, which left them to it),
+    /// for one more sweep. None: the fan-out ends, and the next append
+    /// starts a new one.
+    pub fn fan_out_again(&self) -> Vec<Arc<Sink>> {
+        let mut state = self.lock();
+        let newest = state.ring.last_seq().unwrap_or(0);
+        let behind: Vec<Arc<Sink>> = (state.waiters.iter())
+            .filter_map(|(_, waiter)| waiter.sink.as_ref())
+            .filter(|sink| sink.is_parked() && sink.cursor() < newest)
+            .cloned()
+            .collect();
+        state.fanning_out = !behind.is_empty();
+        behind
+    }
+
+    /// For a fan-out that stops before its end (its task was dropped): no
+    /// fan-out runs any more, and every parked subscriber is woken to read
+    /// the ring itself.
+    pub fn abandon_fan_out(&self) {
+        let wakers = {
+            let mut state = self.lock();
+            state.fanning_out = false;
+            state.take_wakers(Parked::Wake)
+        };
         self.wake(wakers);
     }
 
@@ -382,20 +432,26 @@ impl TopicState {
         }
     }
 
-    /// The wakers of every parked subscriber, taken. With `parked_sinks`,
-    /// a subscriber whose sink is parked keeps its waker and its sink goes
-    /// into `parked_sinks` instead: the append writes to it itself.
-    fn take_wakers(&mut self, mut parked_sinks: Option<&mut Vec<Arc<Sink>>>) -> Vec<Waker> {
+    /// The wakers of every parked subscriber, taken, except that a
+    /// subscriber whose sink is parked keeps its waker unless `parked` says
+    /// to wake it: a fan-out writes to it instead.
+    fn take_wakers(&mut self, mut parked: Parked<'_>) -> Vec<Waker> {
         let mut wakers = std::mem::take(&mut self.spare_wakers);
         for (_, waiter) in self.waiters.iter_mut() {
             if waiter.waker.is_none() {
                 continue;
             }
-            if let (Some(sinks), Some(sink)) = (parked_sinks.as_deref_mut(), &waiter.sink)
+            if let Some(sink) = &waiter.sink
                 && sink.is_parked()
             {
-                sinks.push(Arc::clone(sink));
-                continue;
+                match &mut parked {
+                    Parked::Wake => {}
+                    Parked::Collect(sinks) => {
+                        sinks.push(Arc::clone(sink));
+                        continue;
+                    }
+                    Parked::Leave => continue,
+                }
             }
             wakers.extend(waiter.waker.take());
         }
@@ -407,8 +463,16 @@ impl TopicState {
 enum Delivery<'a> {
     /// Wake them all.
     Wake,
-    /// One event: collect the parked sinks here instead of waking them.
+    /// One event: start a fan-out with the parked sinks collected here, or
+    /// leave them to the one running.
     FanOut(&'a mut Vec<Arc<Sink>>),
+}
+
+/// What `take_wakers` does with subscribers whose sink is parked.
+enum Parked<'a> {
+    Wake,
+    Collect(&'a mut Vec<Arc<Sink>>),
+    Leave,
 }
 
 /// A locked topic, as seen by one subscriber's read.
