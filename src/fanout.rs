@@ -1,50 +1,56 @@
-//! Fan-out writes: the publisher of an event writes it straight to the
-//! sockets of the subscribers waiting at the head of its topic.
+//! Fan-out writes: publishers write events straight to the sockets of the
+//! subscribers waiting at the head of their topic.
 //!
 //! Why: a subscriber is its `EventStream`, polled by its connection's task.
-//! Delivering one event that way costs a wake, a trip through the scheduler
+//! Delivering an event that way costs a wake, a trip through the scheduler
 //! and a poll of the connection, each touching that connection's cold memory
 //! (task header, stream, timer, socket registration): most of the user-space
 //! CPU per delivery, measured in `benches/README.md`. The subscribers that
-//! are at the head of their topic when an event comes need none of that: the
-//! event is exactly the next thing their socket must carry. So the publisher
-//! sends its frame to each of them with one non-blocking `send` (as nchan
-//! does), and wakes a subscriber's task only when that did not work out:
-//! the socket was full, the write was partial or failed, or the subscriber
-//! was not exactly one event behind. The task then serves it as before, from
-//! the ring; the fan-out is a shortcut, never the only way an event arrives.
+//! wait at the head of their topic need none of that: the new events are
+//! exactly the next thing their socket must carry. So an append that finds
+//! such subscribers starts a fan-out (`FanOut`), which sends each of them
+//! every event past its cursor with one non-blocking `send` (as nchan does),
+//! and wakes a subscriber's task only when that did not work out: the socket
+//! was full, the write was partial or failed, or the subscriber may have
+//! lost events. The task then serves it as before, from the ring; the
+//! fan-out is a shortcut, never the only way an event arrives.
+//!
+//! One fan-out runs per topic at a time: appends made while it runs leave
+//! the parked subscribers to it, and it sweeps again until none is behind.
+//! Under load a sweep therefore carries many events per write, as a stream
+//! that is behind does, instead of one write per event per subscriber.
 //!
 //! Only streams served by `http::direct` (plain HTTP/1.1, one topic) have a
 //! `Sink`: there, the stream's bytes go to the socket unframed and unbuffered,
-//! so a frame written here is exactly what the task would have written.
+//! so frames written here are exactly what the task would have written.
 //!
 //! Who may write to the socket is decided by the sink's state:
 //!
 //! ```text
 //!            task parks at head                 fan-out claims
 //!   TASK ───────────────────────────► PARKED ─────────────────► WRITING
-//!    ▲  ◄─────────────────────────────  │  ◄──── wrote the frame ──┘ │
-//!    │        task claims back          │                            │
-//!    └──── fan-out hands over (and wakes the task) ◄─────────────────┘
-//!          (socket full, partial write, error, behind, or asked for)
+//!    ▲  ◄─────────────────────────────  │  ◄──── wrote in full ───┘ │
+//!    │        task claims back          │                           │
+//!    └──── fan-out hands over (and wakes the task) ◄────────────────┘
+//!          (socket full, partial write, error, loss, or asked for)
 //! ```
 //!
 //! The task claims the socket back whenever it is polled; if a fan-out is
 //! writing at that moment, it marks the sink `WANTED` and the fan-out hands
-//! over when done. A second fan-out (another publisher, on another worker
-//! thread) that finds the first one writing does the same, so that its event
-//! is read from the ring by the task rather than forgotten. `CLOSED` is set before the socket's descriptor is closed,
+//! over when done. `CLOSED` is set before the socket's descriptor is closed,
 //! and only from a state in which no fan-out writes, so a fan-out never
 //! writes to a descriptor that may have been reused.
 //!
 //! No lost wakes: a stream parks its sink only after its read found nothing
 //! new, and that read left the task's waker in the topic (`TopicView::park`).
-//! An append, under the topic lock, hands a parked sink to its fan-out and
-//! leaves that waker in place; for any sink not parked (the task is running,
-//! or has not parked the sink yet, or a fan-out is writing) it takes the
-//! waker and wakes the task, which then reads the ring. So an event either
-//! is written by a fan-out or wakes the task, whichever side of the task's
-//! `park` it comes.
+//! An append, under the topic lock, leaves a parked sink's waker in place
+//! and the sink to the fan-out (starting one if none runs); for any sink not
+//! parked (the task is running, has not parked the sink yet, or a fan-out is
+//! writing) it takes the waker and wakes the task, which then reads the
+//! ring. A running fan-out ends only when, under the same lock, it finds no
+//! parked sink behind the newest event. So every event is either written by
+//! a fan-out or read by the task, whichever side of the task's `park` and of
+//! the fan-out's end it comes.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -77,6 +83,14 @@ const INLINE_SINKS: usize = 16;
 /// millisecond), so a topic with 10,000 subscribers cannot hold a worker
 /// thread for the whole time it takes to write to all of them.
 const SINKS_PER_TURN: usize = 256;
+/// When events keep coming while a large fan-out sweeps, its sweeps start at
+/// most this often: each write then carries every event of the period
+/// instead of one or two. Writing is the costly part for the server, the
+/// kernel and the reader alike, so this is what keeps a busy broadcast
+/// topic from drowning its readers in small writes; it delays events by at
+/// most this much, and only while the topic is that busy. An event that
+/// comes alone is written at once.
+const BUSY_SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_millis(50);
 /// At most this many events, and bytes, go into one fan-out write; a sink
 /// further behind gets the rest at the next sweep (or from its stream).
 const MAX_WRITE_EVENTS: usize = 256;
@@ -393,12 +407,18 @@ impl FanOut {
 
     async fn run(mut self, delivered: impl Fn(usize)) {
         while !self.finished {
+            let started = Instant::now();
             for start in (0..self.sinks.len()).step_by(SINKS_PER_TURN) {
                 let end = (start + SINKS_PER_TURN).min(self.sinks.len());
                 delivered(self.write_to(start..end));
                 tokio::task::yield_now().await;
             }
             self.next_sweep();
+            if !self.finished {
+                // Events came during the sweep: the topic is busy. Let the
+                // next ones gather, so that each write carries them all.
+                tokio::time::sleep_until(started + BUSY_SWEEP_PERIOD).await;
+            }
         }
     }
 
