@@ -106,13 +106,20 @@ pub struct Sink {
     /// to the socket (in full, or its rest is in `handover`). Set by the task
     /// when it parks, advanced by each fan-out that writes.
     cursor: AtomicU64,
-    /// When a fan-out last wrote, as nanoseconds after `created`, so that
-    /// the stream's heartbeat counts fan-out writes as activity.
+    /// When a fan-out last wrote, as nanoseconds after `clock_origin()`
+    /// (0: never), so that the stream's heartbeat counts fan-out writes as
+    /// activity.
     last_write_nanos: AtomicU64,
-    created: Instant,
     /// The task to wake when a fan-out hands the socket over.
     waker: Mutex<Option<Waker>>,
-    handover: Mutex<Option<Handover>>,
+    /// Boxed: rare, and every open stream has a sink.
+    handover: Mutex<Option<Box<Handover>>>,
+}
+
+/// The instant `Sink::last_write_nanos` counts from.
+fn clock_origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
 }
 
 /// What a fan-out left for the task when it handed the socket over.
@@ -143,12 +150,13 @@ impl Sink {
     /// A sink for the connected socket `fd`, owned by its task. The caller
     /// must set it `CLOSED` (see `close`) before `fd` is closed.
     pub fn new(fd: RawFd) -> Sink {
+        // Fixed before any write, so every write time is after it.
+        clock_origin();
         Sink {
             fd,
             state: AtomicU8::new(TASK),
             cursor: AtomicU64::new(0),
             last_write_nanos: AtomicU64::new(0),
-            created: Instant::now(),
             waker: Mutex::new(None),
             handover: Mutex::new(None),
         }
@@ -185,8 +193,8 @@ impl Sink {
         let nanos = self.last_write_nanos.load(SeqCst);
         Claim::Owned {
             cursor: self.cursor.load(SeqCst),
-            last_write: (nanos > 0).then(|| self.created + Duration::from_nanos(nanos)),
-            handover: lock(&self.handover).take(),
+            last_write: (nanos > 0).then(|| clock_origin() + Duration::from_nanos(nanos)),
+            handover: lock(&self.handover).take().map(|handover| *handover),
         }
     }
 
@@ -296,7 +304,7 @@ impl Sink {
 
     fn wrote(&self, seq: u64, at: Instant) {
         self.cursor.store(seq, SeqCst);
-        let nanos = at.saturating_duration_since(self.created).as_nanos();
+        let nanos = at.saturating_duration_since(clock_origin()).as_nanos();
         let nanos = u64::try_from(nanos).unwrap_or(u64::MAX).max(1);
         self.last_write_nanos.store(nanos, SeqCst);
     }
@@ -318,8 +326,8 @@ impl Sink {
     /// a new waker) only after it has seen `TASK`, so the waker taken here
     /// is never one left for a later park.
     fn hand_over(&self, handover: Option<Handover>) {
-        if handover.is_some() {
-            *lock(&self.handover) = handover;
+        if let Some(handover) = handover {
+            *lock(&self.handover) = Some(Box::new(handover));
         }
         let waker = lock(&self.waker).take();
         self.state.store(TASK, SeqCst);

@@ -7,15 +7,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
     PATIENCE, RawSubscriber, TestServer, client, config, eventually, metric, publish, publish_to,
+    small_buffer_subscriber,
 };
-use socket2::{Domain, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// The frame the gateway writes for a plain publish of `data` with `id`.
@@ -99,7 +98,7 @@ async fn a_full_socket_is_handed_back_without_a_torn_frame() {
         ..config()
     })
     .await;
-    let mut slow = slow_reader(server.addr, "big").await;
+    let mut slow = small_buffer_subscriber(server.addr, "big").await;
     // A fast reader on the same topic keeps getting fan-out writes meanwhile.
     let mut fast = RawSubscriber::open(&server, "/subscribe/big").await;
     fast.read_frames(1).await;
@@ -124,17 +123,6 @@ async fn a_full_socket_is_handed_back_without_a_torn_frame() {
     assert!(opening.starts_with("retry: "));
     assert_eq!(events, expected);
     server.shutdown().await.expect("clean shutdown");
-}
-
-async fn slow_reader(addr: SocketAddr, topic: &str) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket.connect(&addr.into()).expect("connect");
-    socket.set_nonblocking(true).expect("nonblocking");
-    let mut stream = TcpStream::from_std(socket.into()).expect("tokio socket");
-    let request = format!("GET /subscribe/{topic} HTTP/1.1\r\nHost: x\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("request");
-    stream
 }
 
 /// Reads until the body after the response head and opening is at least

@@ -5,26 +5,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{ServerProcess, Subscriber, TestServer, client, config, eventually, metric, publish};
-use socket2::{Domain, Socket, Type};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
-/// A subscriber that sends its request and then never reads a byte, with a
-/// receive buffer as small as the kernel allows.
-async fn stuck_subscriber(addr: SocketAddr, topic: &str) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket.connect(&addr.into()).expect("connect");
-    socket.set_nonblocking(true).expect("nonblocking");
-    let mut stream = TcpStream::from_std(socket.into()).expect("tokio socket");
-    let request = format!("GET /subscribe/{topic} HTTP/1.1\r\nHost: x\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("request");
-    stream
-}
+use common::{
+    ServerProcess, Subscriber, TestServer, client, config, eventually, metric, publish,
+    small_buffer_subscriber,
+};
 
 fn payload(seq: usize, size: usize) -> String {
     let head = format!("{seq}:");
@@ -37,7 +23,7 @@ async fn a_reader_that_stops_is_dropped_while_others_get_everything_and_memory_s
     const EVENT_BYTES: usize = 60 * 1024;
     let server = ServerProcess::start(&["--write-timeout", "2s", "--buffer-events", "16"]);
     let baseline_kib = server.memory_kib("VmRSS");
-    let _stuck = stuck_subscriber(server.addr, "firehose").await;
+    let _stuck = small_buffer_subscriber(server.addr, "firehose").await;
     let mut healthy =
         Subscriber::open_with(&client(), &server.url("/subscribe/firehose"), None).await;
     eventually("both subscribers are registered", || async {
@@ -140,11 +126,11 @@ async fn a_subscriber_behind_the_buffer_is_dropped_and_resumes_with_a_gap() {
 }
 
 #[tokio::test]
-async fn a_publisher_does_not_wait_for_a_stuck_subscriber() {
+async fn a_publisher_does_not_wait_for_a_small_buffer_subscriber() {
     let mut config = config();
     config.write_timeout = Duration::from_secs(60);
     let server = TestServer::start(config).await;
-    let _stuck = stuck_subscriber(server.addr, "p").await;
+    let _stuck = small_buffer_subscriber(server.addr, "p").await;
     eventually("the stuck subscriber is registered", || async {
         metric(server.addr, "ssegate_subscribers").await == 1.0
     })

@@ -195,11 +195,18 @@ impl Opened {
     /// Consumes the request head, writes the response head, then every chunk
     /// of the stream until it ends (shutdown, lag) or the client goes away.
     /// Stalled writes fail through `DeadlineIo`'s write timeout.
-    pub async fn serve(mut self, io: DeadlineIo<TcpStream>) {
-        let mut socket = StreamSocket {
+    pub fn serve(self, io: DeadlineIo<TcpStream>) -> impl Future<Output = ()> {
+        // Not an `async fn` taking `io`: its state would keep room for `io`
+        // as a parameter besides the `StreamSocket` it moves into, for the
+        // whole life of every stream.
+        let socket = StreamSocket {
             sink: Arc::new(Sink::new(io.get_ref().as_raw_fd())),
             io,
         };
+        self.serve_socket(socket)
+    }
+
+    async fn serve_socket(mut self, mut socket: StreamSocket) {
         let io = &mut socket.io;
         let mut request_head = vec![0u8; self.head_len];
         if io.read_exact(&mut request_head).await.is_err() {

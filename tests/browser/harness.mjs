@@ -153,14 +153,20 @@ export async function startPageServer() {
 
 /**
  * A TCP proxy to `targetPort`: `cut()` resets every connection open through
- * it, as a flaky network or a restarted load balancer would; `requests()` is
- * everything clients sent through it.
+ * it, as a flaky network or a restarted load balancer would; `stall()` stops
+ * reading from the target until `resume()`, as a client on a slow link
+ * would; `requests()` is everything clients sent through it.
  */
 export async function startProxy(targetPort) {
   const sockets = new Set();
+  const upstreams = new Set();
+  let stalled = false;
   let requests = '';
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, '127.0.0.1');
+    upstreams.add(upstream);
+    upstream.on('close', () => upstreams.delete(upstream));
+    if (stalled) upstream.pause();
     // What clients sent (request heads), kept for assertions, bounded.
     client.on('data', (chunk) => {
       if (requests.length < 1 << 20) requests += chunk.toString('latin1');
@@ -180,6 +186,14 @@ export async function startProxy(targetPort) {
     requests: () => requests,
     cut() {
       for (const socket of sockets) socket.resetAndDestroy();
+    },
+    stall() {
+      stalled = true;
+      for (const upstream of upstreams) upstream.pause();
+    },
+    resume() {
+      stalled = false;
+      for (const upstream of upstreams) upstream.resume();
     },
     close: () => new Promise((resolve) => {
       for (const socket of sockets) socket.destroy();

@@ -14,7 +14,8 @@ use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use ssegate::Config;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -410,4 +411,19 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
 pub fn forge_id(real_id: &str, seq: u64) -> String {
     let (epoch, _) = real_id.split_once('-').expect("epoch-seq id");
     format!("{epoch}-{seq:016x}")
+}
+
+/// A raw subscriber with a receive buffer as small as the kernel allows: it
+/// sends its request and reads only when the test does, so the gateway
+/// finds its socket full after a few kilobytes.
+pub async fn small_buffer_subscriber(addr: SocketAddr, topic: &str) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    socket.set_nonblocking(true).expect("nonblocking");
+    let mut stream = TcpStream::from_std(socket.into()).expect("tokio socket");
+    let request = format!("GET /subscribe/{topic} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    stream
 }
