@@ -83,14 +83,6 @@ const INLINE_SINKS: usize = 16;
 /// millisecond), so a topic with 10,000 subscribers cannot hold a worker
 /// thread for the whole time it takes to write to all of them.
 const SINKS_PER_TURN: usize = 256;
-/// When events keep coming while a large fan-out sweeps, its sweeps start at
-/// most this often: each write then carries every event of the period
-/// instead of one or two. Writing is the costly part for the server, the
-/// kernel and the reader alike, so this is what keeps a busy broadcast
-/// topic from drowning its readers in small writes; it delays events by at
-/// most this much, and only while the topic is that busy. An event that
-/// comes alone is written at once.
-const BUSY_SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_millis(50);
 /// At most this many events, and bytes, go into one fan-out write; a sink
 /// further behind gets the rest at the next sweep (or from its stream).
 const MAX_WRITE_EVENTS: usize = 256;
@@ -374,16 +366,26 @@ fn send(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
 pub struct FanOut {
     topic: Arc<Topic>,
     sinks: Vec<Arc<Sink>>,
+    /// When events keep coming while a large fan-out sweeps, its sweeps
+    /// start at most this often (`fanout_busy_period`): each write then
+    /// carries every event of the period instead of one or two. Writing is
+    /// the costly part for the server, the kernel and the reader alike, so
+    /// this keeps a busy broadcast topic from drowning its readers in small
+    /// writes (measured in `benches/README.md`); it delays events by at most
+    /// this much, and only while the topic is that busy. An event that comes
+    /// alone is written at once.
+    busy_period: Duration,
     /// Whether the topic has been told the fan-out is over (or abandoned).
     finished: bool,
 }
 
 impl FanOut {
     /// The fan-out `topic` started with the parked `sinks` (not empty).
-    pub fn new(topic: Arc<Topic>, sinks: Vec<Arc<Sink>>) -> FanOut {
+    pub fn new(topic: Arc<Topic>, sinks: Vec<Arc<Sink>>, busy_period: Duration) -> FanOut {
         FanOut {
             topic,
             sinks,
+            busy_period,
             finished: false,
         }
     }
@@ -425,7 +427,7 @@ impl FanOut {
             if !self.finished {
                 // Events came during the sweep: the topic is busy. Let the
                 // next ones gather, so that each write carries them all.
-                tokio::time::sleep_until(started + BUSY_SWEEP_PERIOD).await;
+                tokio::time::sleep_until(started + self.busy_period).await;
             }
         }
     }

@@ -36,6 +36,9 @@ pub struct Limits {
     pub max_buffered_bytes: usize,
     pub max_topics: usize,
     pub max_subscribers: usize,
+    /// `fanout_busy_period`: how often a busy topic's fan-out may start a
+    /// sweep (see `fanout::FanOut`).
+    pub fanout_busy_period: Duration,
 }
 
 /// A limit that refused the request.
@@ -141,7 +144,11 @@ impl Registry {
                 Ok(appended) => {
                     self.metrics.event_published(started.elapsed());
                     if !appended.parked_sinks.is_empty() {
-                        let fan_out = FanOut::new(Arc::clone(&topic), appended.parked_sinks);
+                        let fan_out = FanOut::new(
+                            Arc::clone(&topic),
+                            appended.parked_sinks,
+                            self.limits.fanout_busy_period,
+                        );
                         let metrics = Arc::clone(&self.metrics);
                         fan_out.deliver(move |n_written| metrics.fanned_out(n_written));
                     }

@@ -112,6 +112,7 @@ pub(crate) fn app_state(config: Config, shutdown: Shutdown) -> AppState {
         max_buffered_bytes: config.max_buffered_bytes,
         max_topics: config.max_topics,
         max_subscribers: config.max_subscribers,
+        fanout_busy_period: config.fanout_busy_period,
     };
     let registry = Arc::new(Registry::new(
         limits,

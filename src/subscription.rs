@@ -372,6 +372,7 @@ mod tests {
             max_buffered_bytes: usize::MAX,
             max_topics: 10,
             max_subscribers: 10,
+            fanout_busy_period: Duration::from_millis(50),
         };
         Arc::new(Registry::new(
             limits,

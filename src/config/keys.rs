@@ -83,6 +83,20 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "fanout_busy_period",
+        value_name: "DURATION",
+        default: "50ms",
+        help: "While events keep coming on a topic whose fan-out is still writing, its writes start at most this often, each carrying every event since (more throughput, up to this much more latency).",
+        apply: |c, v| {
+            let period = duration(v)?;
+            if period > std::time::Duration::from_secs(1) {
+                return Err(format!("{v:?} is over the 1s maximum"));
+            }
+            c.fanout_busy_period = period;
+            Ok(())
+        },
+    },
+    Key {
         name: "retry",
         value_name: "DURATION",
         default: "3s",

@@ -495,6 +495,11 @@ mod tests {
             "invalid listen (from --listen)",
         );
         check(&["--buffer-events", "0"], &[], "invalid buffer_events");
+        check(
+            &["--fanout-busy-period", "2s"],
+            &[],
+            "invalid fanout_busy_period (from --fanout-busy-period): \"2s\" is over the 1s maximum",
+        );
         check(&["--no-such-flag"], &[], "--no-such-flag");
         check(&["--tls-cert", "a.pem"], &[], "tls_cert and tls_key");
         check(

@@ -27,6 +27,7 @@ pub struct Config {
     pub buffer_ttl: Duration,
     pub max_buffered_bytes: usize,
     pub heartbeat_interval: Duration,
+    pub fanout_busy_period: Duration,
     pub retry: Duration,
     pub max_event_bytes: usize,
     pub max_batch_bytes: usize,
@@ -74,6 +75,7 @@ impl Default for Config {
             buffer_ttl: Duration::ZERO,
             max_buffered_bytes: 0,
             heartbeat_interval: Duration::ZERO,
+            fanout_busy_period: Duration::ZERO,
             retry: Duration::ZERO,
             max_event_bytes: 0,
             max_batch_bytes: 0,
@@ -141,6 +143,7 @@ mod tests {
         assert_eq!(config.buffer_events, 1024);
         assert_eq!(config.buffer_ttl, Duration::from_secs(300));
         assert_eq!(config.heartbeat_interval, Duration::from_secs(15));
+        assert_eq!(config.fanout_busy_period, Duration::from_millis(50));
         assert_eq!(config.retry, Duration::from_secs(3));
         assert_eq!(config.max_event_bytes, 64 * 1024);
         assert_eq!(config.write_timeout, Duration::from_secs(30));
