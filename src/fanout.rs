@@ -229,7 +229,14 @@ impl Sink {
     /// is parked. Returns the number of events delivered, in full or with
     /// their rest handed over.
     fn write(&self, frames: &FanOutFrames, batches: &mut BatchCache, now: Instant) -> usize {
-        if !self.start_write() {
+        // Only a parked sink: when its task has it, the task reads these
+        // events from the ring itself. (No other fan-out can hold it: one
+        // runs per topic.)
+        if self
+            .state
+            .compare_exchange(PARKED, WRITING, SeqCst, SeqCst)
+            .is_err()
+        {
             return 0;
         }
         // The cursor covers every event of the topic up to it. The ring has
@@ -271,25 +278,6 @@ impl Sink {
             Err(err) => {
                 self.hand_over(Some(Handover::Failed(err.kind())));
                 0
-            }
-        }
-    }
-
-    /// Claims a parked sink for a write. Should another writer hold it (one
-    /// fan-out runs per topic, so it cannot happen today), marks it wanted
-    /// so that the socket goes back to the task, which reads the ring. When
-    /// the task has it or it is closed, there is nothing to do.
-    fn start_write(&self) -> bool {
-        let mut state = PARKED;
-        loop {
-            let next = match state {
-                PARKED => WRITING,
-                WRITING => WRITING_WANTED,
-                _ => return false,
-            };
-            match self.state.compare_exchange(state, next, SeqCst, SeqCst) {
-                Ok(_) => return next == WRITING,
-                Err(actual) => state = actual,
             }
         }
     }

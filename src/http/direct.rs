@@ -216,7 +216,7 @@ impl Opened {
         if io.write_all(&self.response_head).await.is_err() {
             return;
         }
-        let attached = (self.stream.subscription()).attach_sink(Arc::clone(&socket.sink));
+        let attached = self.stream.attach_sink(Arc::clone(&socket.sink));
         let sink = attached.then_some(&*socket.sink);
         loop {
             let next = std::future::poll_fn(|cx| self.poll_next(cx, io.get_ref(), sink)).await;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
+use crate::fanout::Sink;
 use crate::metrics::{DropReason, Metrics};
 use crate::shutdown::Shutdown;
 use crate::sse::encode::{HEARTBEAT, gap_frame};
@@ -122,10 +123,10 @@ impl EventStream {
         }
     }
 
-    /// The subscription, for a direct stream's fan-out bookkeeping
-    /// (`http::direct`).
-    pub fn subscription(&self) -> &Subscription {
-        &self.subscription
+    /// Single topic only: lends the stream's socket to its topic's fan-outs
+    /// (see `Subscription::attach_sink`).
+    pub fn attach_sink(&self, sink: Arc<Sink>) -> bool {
+        self.subscription.attach_sink(sink)
     }
 
     /// The cursor, when the stream has written its opening and waits at the

@@ -101,7 +101,7 @@ pub struct Appended {
 }
 
 /// The recent events a fan-out writes from (see `Topic::fan_out_frames`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FanOutFrames {
     /// The ring's floor: a sink whose cursor is below it may have lost
     /// events, which only its stream can tell it about.
