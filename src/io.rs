@@ -19,6 +19,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -65,8 +66,10 @@ pub struct DeadlineIo<T> {
     write_timer: Option<Pin<Box<Sleep>>>,
     /// When the pending write times out; `None` while writes make progress.
     write_stall_deadline: Option<Instant>,
-    /// A deadline fired; every later call fails the same way.
-    timed_out: bool,
+    /// A deadline fired; every later call fails the same way. Atomic only
+    /// so that `record_write_timeout` takes `&self`: a direct stream's
+    /// socket is shared with fan-outs and never lent mutably (`sink`).
+    timed_out: AtomicBool,
 }
 
 impl<T> DeadlineIo<T> {
@@ -91,7 +94,7 @@ impl<T> DeadlineIo<T> {
             read_timer: None,
             write_timer: None,
             write_stall_deadline: None,
-            timed_out: false,
+            timed_out: AtomicBool::new(false),
         }
     }
 
@@ -144,7 +147,7 @@ impl<T> DeadlineIo<T> {
             return Poll::Pending;
         };
         ready!(poll_deadline(&mut self.read_timer, deadline, cx));
-        self.timed_out = true;
+        self.timed_out.store(true, Ordering::Relaxed);
         self.metrics.connection_timed_out(kind);
         tracing::debug!(deadline = ?kind, "closing connection: deadline passed");
         Poll::Ready(kind)
@@ -165,8 +168,8 @@ impl<T> DeadlineIo<T> {
     /// Counts a connection lost to a stalled write, and the subscribers it
     /// carried. The kernel can get there first (`TCP_USER_TIMEOUT` is set to
     /// `write_timeout` too, for peers that vanished): same verdict, same count.
-    pub fn record_write_timeout(&mut self) {
-        self.timed_out = true;
+    pub fn record_write_timeout(&self) {
+        self.timed_out.store(true, Ordering::Relaxed);
         self.metrics.connection_timed_out(ConnectionTimeout::Write);
         let n_dropped = self.connection.open_subscriptions();
         if n_dropped > 0 {
@@ -178,6 +181,10 @@ impl<T> DeadlineIo<T> {
                 "dropped slow subscriber: socket accepted nothing for write_timeout"
             );
         }
+    }
+
+    fn is_timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed)
     }
 
     fn write_progress(&mut self) {
@@ -211,6 +218,12 @@ fn timed_out_error() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "connection deadline passed")
 }
 
+impl<T: std::os::fd::AsRawFd> std::os::fd::AsRawFd for DeadlineIo<T> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -218,7 +231,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.timed_out {
+        if this.is_timed_out() {
             return Poll::Ready(Err(timed_out_error()));
         }
         this.update_phase();
@@ -246,7 +259,7 @@ impl<T: AsyncWrite + Unpin> DeadlineIo<T> {
         cx: &mut Context<'_>,
         op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
-        if self.timed_out {
+        if self.is_timed_out() {
             return Poll::Ready(Err(timed_out_error()));
         }
         match op(Pin::new(&mut self.inner), cx) {

@@ -1,5 +1,7 @@
 //! The `ssegate` binary: configuration, logging, bind, run, exit code.
 
+#![deny(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -137,6 +139,7 @@ fn raise_fd_limit() {
             rlim_max: 0,
         };
         // SAFETY: getrlimit/setrlimit read and write a local struct.
+        #[allow(unsafe_code)]
         let raised = unsafe {
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
                 && (limit.rlim_cur >= limit.rlim_max || {

@@ -17,15 +17,14 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::time::Instant;
 
-use crate::fanout::FanOut;
 use crate::graveyard::Graveyard;
 use crate::id::{ID_LEN, MAX_RESUME_ID_BYTES, RunEpoch, Sequence};
 use crate::metrics::Metrics;
 use crate::sse::encode::{FrameTemplate, event_template};
-use crate::subscription::{Start, Subscribed, Subscription};
+use crate::subscription::{Registered, Resume, Start, Subscribed, Subscription};
 use crate::topic::budget::BufferPolicy;
 use crate::topic::name::{TopicName, TopicStr};
-use crate::topic::{AppendError, Retired, Topic};
+use crate::topic::{AppendError, Frames, Retired, Topic, TopicSettings};
 
 /// The registry's share of the configuration.
 #[derive(Debug, Clone)]
@@ -94,7 +93,8 @@ pub struct Registry {
     topics: DashMap<TopicName, Arc<Topic>, ahash::RandomState>,
     sequence: Sequence,
     limits: Limits,
-    policy: Arc<BufferPolicy>,
+    /// What every topic shares: ring bounds, byte budget, fan-out settings.
+    settings: Arc<TopicSettings>,
     n_topics: AtomicUsize,
     n_subscribers: AtomicUsize,
     /// Floors for topics that come back after being removed.
@@ -104,16 +104,21 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(limits: Limits, epoch: RunEpoch, metrics: Arc<Metrics>) -> Registry {
-        let policy = BufferPolicy::new(
-            limits.buffer_events,
-            limits.buffer_bytes,
-            limits.buffer_ttl,
-            limits.max_buffered_bytes,
-        );
+        let fan_out_metrics = Arc::clone(&metrics);
+        let settings = TopicSettings {
+            buffer: BufferPolicy::new(
+                limits.buffer_events,
+                limits.buffer_bytes,
+                limits.buffer_ttl,
+                limits.max_buffered_bytes,
+            ),
+            fan_out_busy_period: limits.fanout_busy_period,
+            on_fanned_out: Box::new(move |n_events| fan_out_metrics.fanned_out(n_events)),
+        };
         Registry {
             topics: DashMap::with_hasher(ahash::RandomState::new()),
             sequence: Sequence::new(epoch),
-            policy: Arc::new(policy),
+            settings: Arc::new(settings),
             limits,
             n_topics: AtomicUsize::new(0),
             n_subscribers: AtomicUsize::new(0),
@@ -127,7 +132,7 @@ impl Registry {
     }
 
     /// Publishes one event to `topic`: encodes it once, appends it under the
-    /// topic's lock with the next id, and wakes the topic's subscribers.
+    /// topic's lock with the next id, and hands it to the topic's subscribers.
     pub fn publish(
         &self,
         topic: TopicStr<'_>,
@@ -140,21 +145,13 @@ impl Registry {
             // Encoded before the topic lock is taken; only the id is patched
             // in under it.
             let template = event_template(ID_LEN, event_type, data);
-            match topic.append(&self.sequence, template, started) {
-                Ok(appended) => {
+            let mut seq = 0;
+            match topic.append(&self.sequence, Frames::one(template), started, |s| seq = s) {
+                Ok(n_subscribers) => {
                     self.metrics.event_published(started.elapsed());
-                    if !appended.parked_sinks.is_empty() {
-                        let fan_out = FanOut::new(
-                            Arc::clone(&topic),
-                            appended.parked_sinks,
-                            self.limits.fanout_busy_period,
-                        );
-                        let metrics = Arc::clone(&self.metrics);
-                        fan_out.deliver(move |n_written| metrics.fanned_out(n_written));
-                    }
                     return Ok(Published {
-                        id: self.sequence.epoch().format(appended.seq),
-                        n_subscribers: appended.n_subscribers,
+                        id: self.sequence.epoch().format(seq),
+                        n_subscribers,
                     });
                 }
                 Err(AppendError::OverBudget) => return Err(LimitReached::BufferedBytes),
@@ -165,7 +162,7 @@ impl Registry {
     }
 
     /// Publishes `events` to `topic` as one step: all or none, in order,
-    /// nothing of this topic in between, one wake for the lot.
+    /// nothing of this topic in between, one hand-over for the lot.
     pub fn publish_batch(
         &self,
         topic: TopicStr<'_>,
@@ -180,28 +177,26 @@ impl Registry {
         };
         let mut batch = templates();
         let n_bytes: usize = batch.iter().map(FrameTemplate::len).sum();
+        let buffer = &self.settings.buffer;
         // A single event may exceed the byte bound: the ring always keeps its
         // newest event.
-        if batch.len() > self.policy.max_events
-            || (batch.len() > 1 && n_bytes > self.policy.max_bytes)
-        {
+        if batch.len() > buffer.max_events || (batch.len() > 1 && n_bytes > buffer.max_bytes) {
             return Err(LimitReached::BatchExceedsBuffer {
-                max_events: self.policy.max_events,
-                max_bytes: self.policy.max_bytes,
+                max_events: buffer.max_events,
+                max_bytes: buffer.max_bytes,
             });
         }
         loop {
             let topic = self.topic(topic, started)?;
-            match topic.append_batch(&self.sequence, batch, started) {
-                Ok(appended) => {
-                    self.metrics
-                        .batch_published(appended.seqs.len(), started.elapsed());
+            let mut seqs = Vec::with_capacity(batch.len());
+            match topic.append(&self.sequence, Frames::many(batch), started, |seq| {
+                seqs.push(seq)
+            }) {
+                Ok(n_subscribers) => {
+                    self.metrics.batch_published(seqs.len(), started.elapsed());
                     let epoch = self.sequence.epoch();
-                    let ids = appended.seqs.iter().map(|&seq| epoch.format(seq)).collect();
-                    return Ok(PublishedBatch {
-                        ids,
-                        n_subscribers: appended.n_subscribers,
-                    });
+                    let ids = seqs.iter().map(|&seq| epoch.format(seq)).collect();
+                    return Ok(PublishedBatch { ids, n_subscribers });
                 }
                 Err(AppendError::OverBudget) => return Err(LimitReached::BufferedBytes),
                 // Removed between lookup and lock: encode again and look the
@@ -218,16 +213,14 @@ impl Registry {
         names: &[TopicName],
         resume_id: Option<&[u8]>,
     ) -> Result<Subscription, LimitReached> {
-        self.reserve_subscriber()?;
-        // From here on, `Subscription::drop` releases the reservation and
-        // unregisters, whichever way this function returns.
-        let mut subscription = Subscription::new(Arc::clone(self));
+        let reservation = self.reserve_subscriber()?;
         // Loaded before registering: every event the subscription is counted
         // for in a publish reply (appended after registration) is past `head`
         // and so is delivered.
         let head = self.sequence.last();
         let now = Instant::now();
         let mut max_floor = 0;
+        let mut registered = Registered::new(Arc::clone(self), names.len());
         for name in names {
             let (topic, registration) = loop {
                 let topic = self.topic(name.borrowed(), now)?;
@@ -236,53 +229,27 @@ impl Registry {
                 }
             };
             max_floor = max_floor.max(registration.floor);
-            subscription.add(Subscribed {
+            registered.push(Subscribed {
                 topic,
                 key: registration.key,
             });
         }
-        let resume = resume_id.filter(|raw| !raw.is_empty());
-        let start = match resume {
-            None => Start {
-                cursor: head,
-                acknowledged_floor: head,
-                replay_through: head,
-                resume_id: String::new(),
-                gap: false,
-            },
-            Some(raw) => {
-                let resume_id = String::from_utf8_lossy(raw).into_owned();
-                match self.resumable_seq(raw, head) {
-                    // Exact: nothing after `seq` was lost in any topic.
-                    Some(seq) if max_floor <= seq => Start {
-                        cursor: seq,
-                        acknowledged_floor: seq,
-                        replay_through: head,
-                        resume_id,
-                        gap: false,
-                    },
-                    // Some topic lost events after `seq`: gap, then what is left.
-                    Some(seq) => Start {
-                        cursor: seq,
-                        acknowledged_floor: max_floor,
-                        replay_through: head,
-                        resume_id,
-                        gap: true,
-                    },
-                    // Not an id of this run: gap, then everything buffered.
-                    None => Start {
-                        cursor: 0,
-                        acknowledged_floor: max_floor,
-                        replay_through: head,
-                        resume_id,
-                        gap: true,
-                    },
-                }
-            }
+        let resume_id = resume_id.filter(|raw| !raw.is_empty());
+        let resume = match resume_id {
+            None => Resume::Live,
+            Some(raw) => self
+                .resumable_seq(raw, head)
+                .map_or(Resume::Unknown, Resume::After),
         };
-        subscription.start(start);
-        self.metrics.subscriber_opened();
-        Ok(subscription)
+        let start = Start::decide(resume, head, max_floor);
+        let resume_id =
+            resume_id.map_or_else(String::new, |raw| String::from_utf8_lossy(raw).into_owned());
+        Ok(Subscription::open(
+            reservation,
+            registered,
+            start,
+            resume_id,
+        ))
     }
 
     /// The sequence number to resume after, if `raw` is an id this run made
@@ -319,7 +286,7 @@ impl Registry {
                 // Under the shard lock, which is also held whenever this name
                 // is removed and buried.
                 let floor = self.graveyard.exhume(&name);
-                let topic = Arc::new(Topic::new(name, Arc::clone(&self.policy), floor, now));
+                let topic = Arc::new(Topic::new(name, Arc::clone(&self.settings), floor, now));
                 entry.insert(Arc::clone(&topic));
                 self.metrics.topic_created();
                 Ok(topic)
@@ -327,22 +294,21 @@ impl Registry {
         }
     }
 
-    fn reserve_subscriber(&self) -> Result<(), LimitReached> {
+    fn reserve_subscriber(&self) -> Result<Reservation<'_>, LimitReached> {
         let max = self.limits.max_subscribers;
         self.n_subscribers
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .map(|_| ())
+            .map(|_| Reservation(self))
             .map_err(|_| LimitReached::Subscribers)
     }
 
-    /// Gives back what `reserve_subscriber` took; called by `Subscription::drop`.
-    pub(crate) fn release_subscriber(&self, opened: bool) {
+    /// Gives back the slot of an open subscriber (`Reservation::open`);
+    /// called by `Subscription::drop`.
+    pub(crate) fn close_subscriber(&self) {
         self.n_subscribers.fetch_sub(1, Ordering::AcqRel);
-        if opened {
-            self.metrics.subscriber_closed();
-        }
+        self.metrics.subscriber_closed();
     }
 
     /// Expires old events everywhere and removes topics that have had neither
@@ -431,6 +397,26 @@ impl Registry {
     pub fn buffered(&self) -> (usize, usize) {
         let topics = self.all_topics();
         let n_events = topics.iter().map(|topic| topic.buffered().0).sum();
-        (n_events, self.policy.total_bytes())
+        (n_events, self.settings.buffer.total_bytes())
+    }
+}
+
+/// One of the `max_subscribers` slots, taken by a subscribe before it
+/// registers anywhere: dropped, it gives the slot back.
+pub(crate) struct Reservation<'a>(&'a Registry);
+
+impl Reservation<'_> {
+    /// The subscription is complete: the slot now belongs to an open
+    /// subscriber, counted as such until `close_subscriber` gives it back.
+    pub(crate) fn open(self) {
+        let registry = self.0;
+        std::mem::forget(self);
+        registry.metrics.subscriber_opened();
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.0.n_subscribers.fetch_sub(1, Ordering::AcqRel);
     }
 }

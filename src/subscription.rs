@@ -24,9 +24,10 @@ use std::task::Waker;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use crate::fanout::Sink;
-use crate::registry::Registry;
+use crate::registry::{Registry, Reservation};
+use crate::sink::Sink;
 use crate::topic::Topic;
+use crate::topic::ring::Chunk;
 
 /// One topic of a subscription and the subscriber's waiter slot on it.
 pub struct Subscribed {
@@ -51,24 +52,112 @@ pub enum Batch {
     Lagged,
 }
 
-pub struct Subscription {
-    registry: Arc<Registry>,
-    topics: Vec<Subscribed>,
-    position: Position,
-    /// Whether the subscription made it into the gauges (see `Registry::subscribe`).
-    opened: bool,
+impl Batch {
+    fn of(chunk: Chunk) -> Batch {
+        Batch::Events {
+            frames: chunk.frames,
+            n_events: chunk.n_events,
+            n_replayed: chunk.n_replayed,
+        }
+    }
 }
 
-/// Where a subscription starts, decided by `Registry::subscribe`.
-#[derive(Debug, Clone)]
+/// A subscriber's open subscription: its topics, registered, and its
+/// position in them. Built in one step (`Subscription::open`); dropping it
+/// unregisters it from its topics and gives its subscriber slot back.
+pub struct Subscription {
+    topics: Registered,
+    position: Position,
+}
+
+/// The topics a subscription is registered on; unregisters them on drop,
+/// including when a subscribe fails halfway.
+pub(crate) struct Registered {
+    registry: Arc<Registry>,
+    topics: Vec<Subscribed>,
+}
+
+impl Registered {
+    pub(crate) fn new(registry: Arc<Registry>, n_topics: usize) -> Registered {
+        Registered {
+            registry,
+            topics: Vec::with_capacity(n_topics),
+        }
+    }
+
+    pub(crate) fn push(&mut self, subscribed: Subscribed) {
+        self.topics.push(subscribed);
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        for subscribed in &self.topics {
+            if subscribed.topic.unregister(subscribed.key, now) {
+                self.registry.remove_if_unused(&subscribed.topic);
+            }
+        }
+    }
+}
+
+/// What the client's resume id is to this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// None given: the stream starts live.
+    Live,
+    /// An id this run handed out: resume after its sequence number.
+    After(u64),
+    /// Not an id of this run (malformed, foreign, older run, future).
+    Unknown,
+}
+
+/// Where a subscription starts: its first `Position`, minus the id echoed
+/// by a `gap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Start {
     pub cursor: u64,
     pub acknowledged_floor: u64,
     pub replay_through: u64,
-    /// The id the client resumed from (empty for none), echoed by `gap`.
-    pub resume_id: String,
     /// Whether the stream must open with a `gap` event.
     pub gap: bool,
+}
+
+impl Start {
+    /// The start decision: replay, gap, or live. `head` is the newest
+    /// sequence number when the subscription registered, `max_floor` the
+    /// highest floor of its topics' rings then (see `Ring::floor`).
+    pub(crate) fn decide(resume: Resume, head: u64, max_floor: u64) -> Start {
+        match resume {
+            Resume::Live => Start {
+                cursor: head,
+                acknowledged_floor: head,
+                replay_through: head,
+                gap: false,
+            },
+            // Exact: nothing after `seq` was lost in any topic.
+            Resume::After(seq) if max_floor <= seq => Start {
+                cursor: seq,
+                acknowledged_floor: seq,
+                replay_through: head,
+                gap: false,
+            },
+            // Some topic lost events after `seq`: gap, then what is left.
+            Resume::After(seq) => Start {
+                cursor: seq,
+                acknowledged_floor: max_floor,
+                replay_through: head,
+                gap: true,
+            },
+            // Not an id of this run: gap, then everything buffered.
+            Resume::Unknown => Start {
+                cursor: 0,
+                acknowledged_floor: max_floor,
+                replay_through: head,
+                gap: true,
+            },
+        }
+    }
 }
 
 /// How far a subscription has been served, and what it was told.
@@ -115,32 +204,28 @@ impl Position {
 }
 
 impl Subscription {
-    /// An empty subscription holding one reserved subscriber slot, which its
-    /// `Drop` gives back.
-    pub(crate) fn new(registry: Arc<Registry>) -> Subscription {
+    /// The subscription of `topics`, starting at `start`, holding the
+    /// subscriber slot `reservation` (now counted as open). `resume_id` is
+    /// the id the client gave (empty for none), echoed by a `gap`.
+    pub(crate) fn open(
+        reservation: Reservation,
+        topics: Registered,
+        start: Start,
+        resume_id: String,
+    ) -> Subscription {
+        reservation.open();
         Subscription {
-            registry,
-            topics: Vec::with_capacity(1),
-            position: Position::default(),
-            opened: false,
+            topics,
+            position: Position {
+                cursor: start.cursor,
+                acknowledged_floor: start.acknowledged_floor,
+                replay_through: start.replay_through,
+                resume_id,
+                gap_pending: start.gap,
+                parked_at_head: false,
+                opened_stream: false,
+            },
         }
-    }
-
-    pub(crate) fn add(&mut self, subscribed: Subscribed) {
-        self.topics.push(subscribed);
-    }
-
-    pub(crate) fn start(&mut self, start: Start) {
-        self.position = Position {
-            cursor: start.cursor,
-            acknowledged_floor: start.acknowledged_floor,
-            replay_through: start.replay_through,
-            resume_id: start.resume_id,
-            gap_pending: start.gap,
-            parked_at_head: false,
-            opened_stream: false,
-        };
-        self.opened = true;
     }
 
     /// Called once, when the stream writes its first bytes: the resume id to
@@ -157,6 +242,7 @@ impl Subscription {
     /// The topics, for logs.
     pub fn topic_names(&self) -> Vec<&str> {
         self.topics
+            .topics
             .iter()
             .map(|t| t.topic.name().as_str())
             .collect()
@@ -165,7 +251,7 @@ impl Subscription {
     /// Single topic only: gives the subscriber's slot a sink, so that
     /// appends write to its socket themselves while it waits at the head.
     pub fn attach_sink(&self, sink: Arc<Sink>) -> bool {
-        match self.topics.as_slice() {
+        match self.topics.topics.as_slice() {
             [subscribed] => {
                 subscribed.topic.attach_sink(subscribed.key, sink);
                 true
@@ -177,14 +263,14 @@ impl Subscription {
     /// Single topic only: the cursor, if the subscriber is parked at the
     /// head of its topic (its last read found nothing new).
     pub fn idle_at_head(&self) -> Option<u64> {
-        let parked = self.topics.len() == 1 && self.position.parked_at_head;
+        let parked = self.topics.topics.len() == 1 && self.position.parked_at_head;
         parked.then_some(self.position.cursor)
     }
 
     /// Single topic only: a fan-out wrote the topic's events up to `cursor`
     /// to the subscriber's socket (see `fanout`).
     pub fn written_elsewhere_through(&mut self, cursor: u64) {
-        if self.topics.len() == 1 {
+        if self.topics.topics.len() == 1 {
             self.position.cursor = self.position.cursor.max(cursor);
         }
     }
@@ -192,7 +278,7 @@ impl Subscription {
     /// Takes everything past the cursor, at most `max_bytes` of frames (but at
     /// least one event), or parks `waker` on every topic when there is nothing.
     pub fn next_batch(&mut self, waker: &Waker, max_bytes: usize) -> Batch {
-        match self.topics.len() {
+        match self.topics.topics.len() {
             1 => self.next_batch_single(waker, max_bytes),
             _ => self.next_batch_merged(waker, max_bytes),
         }
@@ -200,10 +286,8 @@ impl Subscription {
 
     /// One topic: its ring is already in publish order, no merge needed.
     fn next_batch_single(&mut self, waker: &Waker, max_bytes: usize) -> Batch {
-        let Subscription {
-            topics, position, ..
-        } = self;
-        let subscribed = &topics[0];
+        let Subscription { topics, position } = self;
+        let subscribed = &topics.topics[0];
         // The waker parked with the last read is still in the topic (only an
         // append takes it, and an append moves `last_seq`; shutdown's
         // `wake_all` is caught by the stream's flag). This stream is always
@@ -216,88 +300,53 @@ impl Subscription {
         if position.must_drop(view.ring().floor()) {
             return Batch::Lagged;
         }
-        let cursor = position.cursor;
         // Most polls find nothing new: answer that without a search.
         let newest = view.ring().last_seq().unwrap_or(0);
-        if newest <= cursor {
+        if newest <= position.cursor {
             view.park(subscribed.key, waker);
             position.parked_at_head = true;
             return Batch::Idle;
         }
-        let (frames, n_events, last_seq, n_replayed) = {
-            let mut events = view.ring().after(cursor).peekable();
-            let Some(first) = events.next() else {
-                return Batch::Idle;
-            };
-            let (mut n_events, mut last_seq) = (1, first.seq);
-            let mut n_replayed = usize::from(position.is_replay(first.seq));
-            let frames = match events.peek() {
-                // One event: share the published frame itself, no copy.
-                None => first.frame.clone(),
-                Some(_) => {
-                    let mut buf = BytesMut::with_capacity(max_bytes.min(16 * first.frame.len()));
-                    buf.extend_from_slice(&first.frame);
-                    for event in events {
-                        if buf.len() + event.frame.len() > max_bytes {
-                            break;
-                        }
-                        buf.extend_from_slice(&event.frame);
-                        (n_events, last_seq) = (n_events + 1, event.seq);
-                        n_replayed += usize::from(position.is_replay(event.seq));
-                    }
-                    buf.freeze()
-                }
-            };
-            (frames, n_events, last_seq, n_replayed)
+        let Some(chunk) =
+            view.ring()
+                .chunk_after(position.cursor, max_bytes, position.replay_through)
+        else {
+            return Batch::Idle;
         };
-        if last_seq == newest {
+        if chunk.last_seq == newest {
             // Everything is taken: park now, under this lock, so the poll
             // after the write needs no lock to learn there is nothing more.
             view.park(subscribed.key, waker);
             position.parked_at_head = true;
         }
         drop(view);
-        position.cursor = last_seq;
-        Batch::Events {
-            frames,
-            n_events,
-            n_replayed,
-        }
+        position.cursor = chunk.last_seq;
+        Batch::of(chunk)
     }
 
     /// Several topics: collect up to `upto` from each, merge by sequence.
     fn next_batch_merged(&mut self, waker: &Waker, max_bytes: usize) -> Batch {
-        let Subscription {
-            registry,
-            topics,
-            position,
-            ..
-        } = self;
+        let Subscription { topics, position } = self;
         loop {
-            let upto = registry.sequence().last();
+            let upto = topics.registry.sequence().last();
             let mut collected: Vec<(u64, Bytes)> = Vec::new();
             // Every event with `seq <= limit` of every topic is in `collected`.
             let mut limit = upto;
             let mut newer_than_upto = false;
-            for subscribed in topics.iter() {
+            for subscribed in topics.topics.iter() {
                 let mut view = subscribed.topic.view();
-                if position.must_drop(view.ring().floor()) {
+                let ring = view.ring();
+                if position.must_drop(ring.floor()) {
                     return Batch::Lagged;
                 }
-                let (mut n_bytes, mut n_taken) = (0, 0);
-                for event in view.ring().after(position.cursor) {
-                    if event.seq > upto {
-                        newer_than_upto = true;
-                        break;
-                    }
-                    if n_taken > 0 && n_bytes + event.frame.len() > max_bytes {
-                        limit = limit.min(collected.last().map_or(upto, |(seq, _)| *seq));
-                        break;
-                    }
-                    collected.push((event.seq, event.frame.clone()));
-                    (n_bytes, n_taken) = (n_bytes + event.frame.len(), n_taken + 1);
+                let n_before = collected.len();
+                let mut take = ring.take_after(position.cursor, upto, max_bytes);
+                collected.extend(take.by_ref().map(|event| (event.seq, event.frame.clone())));
+                if take.was_cut() {
+                    limit = limit.min(collected.last().map_or(upto, |(seq, _)| *seq));
                 }
-                if n_taken == 0 {
+                newer_than_upto |= ring.last_seq().is_some_and(|last| last > upto);
+                if collected.len() == n_before {
                     view.park(subscribed.key, waker);
                 }
             }
@@ -312,6 +361,14 @@ impl Subscription {
             collected.sort_unstable_by_key(|(seq, _)| *seq);
             return take_merged(position, collected, limit, max_bytes);
         }
+    }
+}
+
+impl Drop for Subscription {
+    /// Gives the subscriber slot back; the topics unregister right after
+    /// (`Registered`).
+    fn drop(&mut self) {
+        self.topics.registry.close_subscriber();
     }
 }
 
@@ -339,18 +396,6 @@ fn take_merged(
         frames: buf.freeze(),
         n_events,
         n_replayed,
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let now = Instant::now();
-        for subscribed in &self.topics {
-            if subscribed.topic.unregister(subscribed.key, now) {
-                self.registry.remove_if_unused(&subscribed.topic);
-            }
-        }
-        self.registry.release_subscriber(self.opened);
     }
 }
 
@@ -393,6 +438,36 @@ mod tests {
             Batch::Events { n_events, .. } => n_events,
             other => panic!("expected events, got {other:?}"),
         }
+    }
+
+    /// One row of the start decision: resume, head, highest floor, and the
+    /// start expected as (cursor, acknowledged floor, gap).
+    fn check(resume: Resume, head: u64, max_floor: u64, expect: (u64, u64, bool)) {
+        let start = Start::decide(resume, head, max_floor);
+        assert_eq!(start.replay_through, head, "{resume:?} {head} {max_floor}");
+        assert_eq!(
+            (start.cursor, start.acknowledged_floor, start.gap),
+            expect,
+            "{resume:?} {head} {max_floor}"
+        );
+    }
+
+    #[test]
+    fn the_start_decision() {
+        // No resume id: live from the head, whatever was lost before.
+        check(Resume::Live, 10, 0, (10, 10, false));
+        check(Resume::Live, 10, 8, (10, 10, false));
+        // An id at or above every floor: an exact replay.
+        check(Resume::After(5), 10, 0, (5, 5, false));
+        check(Resume::After(5), 10, 5, (5, 5, false));
+        check(Resume::After(10), 10, 7, (10, 10, false));
+        // A floor above the id: events after it were lost.
+        check(Resume::After(5), 10, 6, (5, 6, true));
+        check(Resume::After(0), 10, 10, (0, 10, true));
+        // Not an id of this run: gap, then everything still buffered.
+        check(Resume::Unknown, 10, 0, (0, 0, true));
+        check(Resume::Unknown, 10, 4, (0, 4, true));
+        check(Resume::Unknown, 0, 0, (0, 0, true));
     }
 
     #[test]

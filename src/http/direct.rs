@@ -13,15 +13,15 @@
 //! (as nchan does), so each chunk is one `write` of a shared frame.
 //!
 //! While such a stream waits at the head of its topic, the publisher of the
-//! next event writes that event to its socket itself (`fanout`); the task
-//! claims the socket back whenever it is polled.
+//! next event writes that event to its socket itself (`topic::fanout`,
+//! through the socket's `sink::Sink`); the task claims the socket back
+//! whenever it is polled.
 //!
 //! Everything else is left untouched on the socket for hyper, which answers it
 //! exactly as before: other requests, HTTP/2, heads that are still incomplete
 //! after a short wait, too large or malformed, and subscribes that are refused (hyper re-reads the
 //! head and gives the same status and reason). TLS connections never come here.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -35,9 +35,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::connection::{ConnectionState, InFlight, OpenSubscription};
-use crate::fanout::{Claim, Handover, Sink};
 use crate::http::{Endpoint, cors, subscribe};
 use crate::io::DeadlineIo;
+use crate::sink::{Claim, Handover, SharedSocket, Sink};
 use crate::sse::stream::EventStream;
 use crate::state::AppState;
 
@@ -197,68 +197,52 @@ impl Opened {
     /// Stalled writes fail through `DeadlineIo`'s write timeout.
     pub fn serve(self, io: DeadlineIo<TcpStream>) -> impl Future<Output = ()> {
         // Not an `async fn` taking `io`: its state would keep room for `io`
-        // as a parameter besides the `StreamSocket` it moves into, for the
+        // as a parameter besides the `SharedSocket` it moves into, for the
         // whole life of every stream.
-        let socket = StreamSocket {
-            sink: Arc::new(Sink::new(io.get_ref().as_raw_fd())),
-            io,
-        };
-        self.serve_socket(socket)
+        self.serve_socket(SharedSocket::new(io))
     }
 
-    async fn serve_socket(mut self, mut socket: StreamSocket) {
-        let io = &mut socket.io;
+    async fn serve_socket(mut self, mut socket: SharedSocket<DeadlineIo<TcpStream>>) {
         let mut request_head = vec![0u8; self.head_len];
-        if io.read_exact(&mut request_head).await.is_err() {
+        if socket.read_exact(&mut request_head).await.is_err() {
             return;
         }
         drop(request_head);
-        if io.write_all(&self.response_head).await.is_err() {
+        if socket.write_all(&self.response_head).await.is_err() {
             return;
         }
-        let attached = self.stream.attach_sink(Arc::clone(&socket.sink));
-        let sink = attached.then_some(&*socket.sink);
+        let sink = Arc::clone(socket.sink());
+        let attached = self.stream.attach_sink(Arc::clone(&sink));
+        let sink = attached.then_some(&*sink);
         loop {
-            let next = std::future::poll_fn(|cx| self.poll_next(cx, io.get_ref(), sink)).await;
+            let next =
+                std::future::poll_fn(|cx| self.poll_next(cx, socket.get_ref().get_ref(), sink))
+                    .await;
             match next {
                 Next::Chunk(chunk) => {
-                    if io.write_all(&chunk).await.is_err() {
+                    if socket.write_all(&chunk).await.is_err() {
                         return;
                     }
                 }
                 Next::End => break,
-                Next::Client => match client_activity(io.get_ref()) {
+                Next::Client => match client_activity(socket.get_ref().get_ref()) {
                     ClientActivity::Sent => {}
                     ClientActivity::Closed => return,
                     ClientActivity::TimedOut => {
-                        io.record_write_timeout();
+                        socket.get_ref().record_write_timeout();
                         return;
                     }
                 },
                 Next::FanOutFailed(kind) => {
                     if kind == std::io::ErrorKind::TimedOut {
-                        io.record_write_timeout();
+                        socket.get_ref().record_write_timeout();
                     }
                     return;
                 }
             }
         }
         // The stream ended on our side: a FIN tells the client at once.
-        let _ = io.shutdown().await;
-    }
-}
-
-/// A direct stream's socket and the sink its topic's fan-outs write to.
-struct StreamSocket {
-    sink: Arc<Sink>,
-    io: DeadlineIo<TcpStream>,
-}
-
-impl Drop for StreamSocket {
-    /// Shuts fan-outs out before `io` closes the descriptor (fields are
-    /// dropped after this), however the stream ends.
-    fn drop(&mut self) {
-        self.sink.close();
+        let _ = socket.shutdown().await;
     }
 }
 

@@ -18,9 +18,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
-use crate::fanout::Sink;
 use crate::metrics::{DropReason, Metrics};
 use crate::shutdown::Shutdown;
+use crate::sink::Sink;
 use crate::sse::encode::{HEARTBEAT, gap_frame};
 use crate::subscription::{Batch, Subscription};
 

@@ -8,33 +8,109 @@
 //! duplicate-free. No critical section awaits or allocates per subscriber;
 //! wakers are woken after the lock is released.
 //!
+//! Every append, whatever its source (one publish, a batch, later a cluster
+//! tail), goes through `Topic::append`, which also hands the new events to
+//! the subscribers parked at the head (`fanout`): no caller can forget to.
+//!
 //! Knows nothing about HTTP or metrics.
 
 pub mod budget;
+pub mod fanout;
 pub mod name;
 pub mod ring;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
+use std::time::Duration;
 
 use bytes::Bytes;
 use slab::Slab;
 use tokio::time::Instant;
 
-use crate::fanout::Sink;
 use crate::id::Sequence;
+use crate::sink::Sink;
 use crate::sse::encode::FrameTemplate;
 use budget::BufferPolicy;
+use fanout::FanOut;
 use name::TopicName;
 use ring::{Ring, StoredEvent};
+
+/// What every topic of a registry shares.
+pub struct TopicSettings {
+    /// Ring bounds and the node-wide byte budget.
+    pub buffer: BufferPolicy,
+    /// `fanout_busy_period`: how often a busy topic's fan-out may start a
+    /// sweep (see `fanout::FanOut`).
+    pub fan_out_busy_period: Duration,
+    /// Told how many events each batch of fan-out writes delivered (the
+    /// metrics; this module knows nothing of them).
+    pub on_fanned_out: Box<dyn Fn(usize) + Send + Sync>,
+}
+
+impl std::fmt::Debug for TopicSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicSettings")
+            .field("buffer", &self.buffer)
+            .field("fan_out_busy_period", &self.fan_out_busy_period)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One event to append: its frame, and how it gets its sequence number.
+pub trait NewFrame {
+    /// The frame's length in bytes.
+    fn len(&self) -> usize;
+    /// Numbers the event (under the topic lock) and gives its frame.
+    fn number(self, sequence: &Sequence) -> (u64, Bytes);
+}
+
+impl NewFrame for FrameTemplate {
+    fn len(&self) -> usize {
+        FrameTemplate::len(self)
+    }
+
+    /// The next number of the node's sequence, patched into the frame.
+    fn number(self, sequence: &Sequence) -> (u64, Bytes) {
+        let (seq, id) = sequence.next();
+        (seq, self.finish(&id))
+    }
+}
+
+/// Events to append in one step, and their total size.
+#[derive(Debug)]
+pub struct Frames<I> {
+    frames: I,
+    n_events: usize,
+    n_bytes: usize,
+}
+
+impl<F: NewFrame> Frames<std::iter::Once<F>> {
+    pub fn one(frame: F) -> Self {
+        Frames {
+            n_events: 1,
+            n_bytes: frame.len(),
+            frames: std::iter::once(frame),
+        }
+    }
+}
+
+impl<F: NewFrame> Frames<std::vec::IntoIter<F>> {
+    pub fn many(frames: Vec<F>) -> Self {
+        Frames {
+            n_events: frames.len(),
+            n_bytes: frames.iter().map(NewFrame::len).sum(),
+            frames: frames.into_iter(),
+        }
+    }
+}
 
 /// A topic: created on first publish or subscribe, removed by the sweeper
 /// once it has had no subscriber and no event for `buffer_ttl`.
 #[derive(Debug)]
 pub struct Topic {
     name: TopicName,
-    policy: Arc<BufferPolicy>,
+    settings: Arc<TopicSettings>,
     /// The sequence number of the newest event, stored under the lock after
     /// each append. A parked subscriber compares it with its cursor to learn,
     /// without the lock, that nothing new has come (see `Subscription`).
@@ -88,37 +164,6 @@ pub enum AppendError {
     OverBudget,
 }
 
-/// Where an appended event went.
-#[derive(Debug)]
-pub struct Appended {
-    pub seq: u64,
-    /// Subscriber streams registered on the topic at append time.
-    pub n_subscribers: usize,
-    /// The sinks parked at the head of the topic, when this append started
-    /// the topic's fan-out: the caller runs it (`fanout::FanOut`). Empty
-    /// when there were none, or a fan-out already running will cover them.
-    pub parked_sinks: Vec<Arc<Sink>>,
-}
-
-/// The recent events a fan-out writes from (see `Topic::fan_out_frames`).
-#[derive(Debug)]
-pub struct FanOutFrames {
-    /// The ring's floor: a sink whose cursor is below it may have lost
-    /// events, which only its stream can tell it about.
-    pub floor: u64,
-    /// Sequence numbers and frames, oldest first.
-    pub events: Vec<(u64, Bytes)>,
-}
-
-/// Where a batch of appended events went.
-#[derive(Debug, Clone)]
-pub struct AppendedBatch {
-    /// One sequence number per event, in order.
-    pub seqs: Vec<u64>,
-    /// Subscriber streams registered on the topic at append time.
-    pub n_subscribers: usize,
-}
-
 /// A subscriber's place on a topic.
 #[derive(Debug, Clone, Copy)]
 pub struct Registration {
@@ -137,11 +182,12 @@ pub struct Retired {
 }
 
 impl Topic {
-    pub fn new(name: TopicName, policy: Arc<BufferPolicy>, floor: u64, now: Instant) -> Topic {
-        let ring = Ring::new(policy.max_events, policy.max_bytes, floor);
+    pub fn new(name: TopicName, settings: Arc<TopicSettings>, floor: u64, now: Instant) -> Topic {
+        let buffer = &settings.buffer;
+        let ring = Ring::new(buffer.max_events, buffer.max_bytes, floor);
         Topic {
             name,
-            policy,
+            settings,
             last_seq: AtomicU64::new(0),
             state: Mutex::new(TopicState {
                 ring,
@@ -165,110 +211,70 @@ impl Topic {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Assigns the next sequence number, appends the event and wakes every
-    /// parked subscriber, without ever waiting on one.
-    pub fn append(
-        &self,
-        sequence: &Sequence,
-        template: FrameTemplate,
-        now: Instant,
-    ) -> Result<Appended, AppendError> {
-        let frame_len = template.len();
-        let mut appended = Appended {
-            seq: 0,
-            n_subscribers: 0,
-            parked_sinks: Vec::new(),
-        };
-        appended.n_subscribers = self.append_all(
-            sequence,
-            std::iter::once(template),
-            (1, frame_len),
-            now,
-            Delivery::FanOut(&mut appended.parked_sinks),
-            |seq| appended.seq = seq,
-        )?;
-        Ok(appended)
-    }
-
-    /// Appends several events in one step under one lock: all or none, in
-    /// order, with no other event of this topic between them, and one wake
-    /// for the lot. The caller makes sure they fit an empty ring, or the
-    /// first of them would be evicted by the last.
-    pub fn append_batch(
-        &self,
-        sequence: &Sequence,
-        templates: Vec<FrameTemplate>,
-        now: Instant,
-    ) -> Result<AppendedBatch, AppendError> {
-        let size = (
-            templates.len(),
-            templates.iter().map(FrameTemplate::len).sum(),
-        );
-        let mut seqs = Vec::with_capacity(templates.len());
-        let n_subscribers = self.append_all(
-            sequence,
-            templates.into_iter(),
-            size,
-            now,
-            Delivery::Wake,
-            |seq| seqs.push(seq),
-        )?;
-        Ok(AppendedBatch {
-            seqs,
-            n_subscribers,
-        })
-    }
-
-    /// The one append: `size` is the number of frames and their bytes, so
-    /// that the budget is checked once for all of them before any is pushed.
+    /// Appends `frames` in one step under one lock: all or none, in order,
+    /// each numbered as it goes in, with no other event of this topic
+    /// between them. Then hands the new events to the subscribers parked at
+    /// the head: their sinks to the topic's fan-out (started here unless one
+    /// runs), the other parked subscribers woken. Never waits on a
+    /// subscriber. The caller makes sure a batch fits an empty ring, or its
+    /// first events would be evicted by its last.
+    ///
     /// `on_appended` sees each event's sequence number. Returns the
     /// subscribers registered at append time.
-    fn append_all(
-        &self,
+    pub fn append<F: NewFrame>(
+        self: &Arc<Self>,
         sequence: &Sequence,
-        templates: impl Iterator<Item = FrameTemplate>,
-        (n_events, n_bytes): (usize, usize),
+        frames: Frames<impl Iterator<Item = F>>,
         now: Instant,
-        delivery: Delivery<'_>,
         mut on_appended: impl FnMut(u64),
     ) -> Result<usize, AppendError> {
+        let buffer = &self.settings.buffer;
+        let mut parked_sinks = Vec::new();
         let (n_subscribers, wakers) = {
             let mut state = self.lock();
             if state.removed {
                 return Err(AppendError::Removed);
             }
             self.expire(&mut state, now);
-            let (_, n_freeing) = state.ring.room_for(n_events, n_bytes);
-            if !self.policy.admits(n_bytes, n_freeing) {
+            let (_, n_freeing) = state.ring.room_for(frames.n_events, frames.n_bytes);
+            if !buffer.admits(frames.n_bytes, n_freeing) {
                 return Err(AppendError::OverBudget);
             }
             let mut n_freed = 0;
-            for template in templates {
-                let (seq, id) = sequence.next();
+            for frame in frames.frames {
+                let (seq, frame) = frame.number(sequence);
                 n_freed += state.ring.push(StoredEvent {
                     seq,
                     published_at: now,
-                    frame: template.finish(&id),
+                    frame,
                 });
                 on_appended(seq);
                 self.last_seq.store(seq, Ordering::Release);
             }
-            self.policy.add(n_bytes);
-            self.policy.release(n_freed);
+            buffer.add(frames.n_bytes);
+            buffer.release(n_freed);
             state.last_active = now;
             state.had_events = true;
-            let wakers = match delivery {
-                Delivery::FanOut(_) if state.fanning_out => state.take_wakers(Parked::Leave),
-                Delivery::FanOut(parked_sinks) => {
-                    let wakers = state.take_wakers(Parked::Collect(parked_sinks));
+            let wakers = match state.fanning_out {
+                // The running fan-out covers the parked sinks.
+                true => state.take_wakers(Parked::Leave),
+                false => {
+                    let wakers = state.take_wakers(Parked::Collect(&mut parked_sinks));
                     state.fanning_out = !parked_sinks.is_empty();
                     wakers
                 }
-                Delivery::Wake => state.take_wakers(Parked::Wake),
             };
             (state.waiters.len(), wakers)
         };
         self.wake(wakers);
+        if !parked_sinks.is_empty() {
+            let fan_out = FanOut::new(
+                Arc::clone(self),
+                parked_sinks,
+                self.settings.fan_out_busy_period,
+            );
+            fan_out.deliver();
+        }
         Ok(n_subscribers)
     }
 
@@ -322,16 +328,15 @@ impl Topic {
         self.wake(wakers);
     }
 
-    /// For a running fan-out: the topic's floor and its events after
-    /// `cursor`, at most `max_events` of them.
-    pub fn fan_out_frames(&self, cursor: u64, max_events: usize) -> FanOutFrames {
-        let state = self.lock();
-        FanOutFrames {
-            floor: state.ring.floor(),
-            events: (state.ring.after(cursor).take(max_events))
-                .map(|event| (event.seq, event.frame.clone()))
-                .collect(),
-        }
+    /// For a running fan-out: a copy of the ring's newest part, at most
+    /// `max_events` events after `cursor`, with its floor.
+    pub fn fan_out_frames(&self, cursor: u64, max_events: usize) -> Ring {
+        self.lock().ring.snapshot_after(cursor, max_events)
+    }
+
+    /// Told by the fan-out how many events a batch of writes delivered.
+    pub fn fanned_out(&self, n_events: usize) {
+        (self.settings.on_fanned_out)(n_events);
     }
 
     /// For a fan-out at the end of a sweep: the parked sinks that are behind
@@ -380,7 +385,8 @@ impl Topic {
     pub fn sweep(&self, now: Instant) -> Option<Retired> {
         let mut state = self.lock();
         self.expire(&mut state, now);
-        let idle_long_enough = now.saturating_duration_since(state.last_active) >= self.policy.ttl;
+        let idle_long_enough =
+            now.saturating_duration_since(state.last_active) >= self.settings.buffer.ttl;
         if !state.waiters.is_empty() || !idle_long_enough {
             return None;
         }
@@ -409,8 +415,9 @@ impl Topic {
     }
 
     fn expire(&self, state: &mut TopicState, now: Instant) {
-        if let Some(cutoff) = now.checked_sub(self.policy.ttl) {
-            self.policy.release(state.ring.expire(cutoff));
+        let buffer = &self.settings.buffer;
+        if let Some(cutoff) = now.checked_sub(buffer.ttl) {
+            buffer.release(state.ring.expire(cutoff));
         }
     }
 }
@@ -420,7 +427,7 @@ impl Drop for Topic {
     /// topic goes.
     fn drop(&mut self) {
         let n_bytes = self.lock().ring.n_bytes();
-        self.policy.release(n_bytes);
+        self.settings.buffer.release(n_bytes);
     }
 }
 
@@ -457,15 +464,6 @@ impl TopicState {
         }
         wakers
     }
-}
-
-/// How an append reaches the parked subscribers.
-enum Delivery<'a> {
-    /// Wake them all.
-    Wake,
-    /// One event: start a fan-out with the parked sinks collected here, or
-    /// leave them to the one running.
-    FanOut(&'a mut Vec<Arc<Sink>>),
 }
 
 /// What `take_wakers` does with subscribers whose sink is parked.

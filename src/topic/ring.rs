@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 /// One published event as it sits in the ring: its sequence number, when it
@@ -134,6 +134,47 @@ impl Ring {
         self.events.range(self.first_after(cursor)..)
     }
 
+    /// The events one write may carry for a reader at `cursor`: those after
+    /// it, oldest first, none past `upto`, as many as fit `max_bytes` but
+    /// at least one (a single event larger than the budget still goes).
+    /// Every reader (a stream, a multi-topic merge, a fan-out) takes its
+    /// events through this.
+    pub fn take_after(&self, cursor: u64, upto: u64, max_bytes: usize) -> Take<'_> {
+        Take {
+            events: self.events.range(self.first_after(cursor)..),
+            upto,
+            bytes_left: max_bytes,
+            n_taken: 0,
+            cut: false,
+        }
+    }
+
+    /// The events of `take_after(cursor, u64::MAX, max_bytes)` as one chunk
+    /// of frames, counting those at or below `replay_through`.
+    pub fn chunk_after(&self, cursor: u64, max_bytes: usize, replay_through: u64) -> Option<Chunk> {
+        Chunk::of(self.take_after(cursor, u64::MAX, max_bytes), replay_through)
+    }
+
+    /// The sequence number of the first event after `cursor`, if any.
+    pub fn first_seq_after(&self, cursor: u64) -> Option<u64> {
+        self.events
+            .get(self.first_after(cursor))
+            .map(|event| event.seq)
+    }
+
+    /// A copy of the newest part of this ring: at most `max_events` events
+    /// after `cursor` (shared frames, no bytes copied) and the same floor.
+    pub fn snapshot_after(&self, cursor: u64, max_events: usize) -> Ring {
+        let events: VecDeque<StoredEvent> = self.after(cursor).take(max_events).cloned().collect();
+        Ring {
+            n_bytes: events.iter().map(|event| event.frame.len()).sum(),
+            max_events: events.len().max(1),
+            max_bytes: usize::MAX,
+            floor: self.floor,
+            events,
+        }
+    }
+
     /// Index of the first event with `seq > cursor`. A live subscriber is at
     /// most a few events behind, so look back from the newest before falling
     /// back to a binary search.
@@ -158,6 +199,88 @@ impl Ring {
     /// Bytes of encoded frames held.
     pub fn n_bytes(&self) -> usize {
         self.n_bytes
+    }
+}
+
+/// The events one write takes: see `Ring::take_after`.
+#[derive(Debug)]
+pub struct Take<'a> {
+    events: std::collections::vec_deque::Iter<'a, StoredEvent>,
+    upto: u64,
+    bytes_left: usize,
+    n_taken: usize,
+    cut: bool,
+}
+
+impl Take<'_> {
+    /// Whether the budget, rather than `upto` or the end of the ring, ended
+    /// the take: there is more to read.
+    pub fn was_cut(&self) -> bool {
+        self.cut
+    }
+}
+
+impl<'a> Iterator for Take<'a> {
+    type Item = &'a StoredEvent;
+
+    fn next(&mut self) -> Option<&'a StoredEvent> {
+        if self.cut {
+            return None;
+        }
+        let event = self.events.next()?;
+        if event.seq > self.upto {
+            self.events = Default::default();
+            return None;
+        }
+        let len = event.frame.len();
+        if self.n_taken > 0 && len > self.bytes_left {
+            self.cut = true;
+            return None;
+        }
+        self.bytes_left = self.bytes_left.saturating_sub(len);
+        self.n_taken += 1;
+        Some(event)
+    }
+}
+
+/// Frames to write in one go.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The events' frames, in order: the one frame itself (shared, no copy)
+    /// when there is one event.
+    pub frames: Bytes,
+    pub n_events: usize,
+    /// How many of them have `seq <= replay_through` (see `chunk_after`).
+    pub n_replayed: usize,
+    pub last_seq: u64,
+}
+
+impl Chunk {
+    /// The events of `take` as one chunk; `None` when it takes none.
+    pub fn of<'a>(
+        mut take: impl Iterator<Item = &'a StoredEvent>,
+        replay_through: u64,
+    ) -> Option<Chunk> {
+        let first = take.next()?;
+        let mut chunk = Chunk {
+            frames: first.frame.clone(),
+            n_events: 1,
+            n_replayed: usize::from(first.seq <= replay_through),
+            last_seq: first.seq,
+        };
+        let Some(second) = take.next() else {
+            return Some(chunk);
+        };
+        let mut buf = BytesMut::with_capacity(16 * first.frame.len().max(second.frame.len()));
+        buf.extend_from_slice(&first.frame);
+        for event in std::iter::once(second).chain(take) {
+            buf.extend_from_slice(&event.frame);
+            chunk.n_events += 1;
+            chunk.n_replayed += usize::from(event.seq <= replay_through);
+            chunk.last_seq = event.seq;
+        }
+        chunk.frames = buf.freeze();
+        Some(chunk)
     }
 }
 
@@ -236,6 +359,49 @@ mod tests {
         ring.expire(start + Duration::from_secs(5));
         assert_eq!(ring.len(), 0);
         assert_eq!((ring.floor(), ring.high_water()), (3, 3));
+    }
+
+    #[test]
+    fn a_take_stops_at_upto_and_at_the_budget_but_takes_at_least_one() {
+        let now = Instant::now();
+        let mut ring = Ring::new(8, usize::MAX, 0);
+        for seq in [2, 4, 6, 8] {
+            ring.push(event(seq, now));
+        }
+        let check = |cursor: u64, upto: u64, max_bytes: usize, expect: &[u64], cut: bool| {
+            let mut take = ring.take_after(cursor, upto, max_bytes);
+            let seqs: Vec<u64> = take.by_ref().map(|event| event.seq).collect();
+            assert_eq!(
+                (seqs.as_slice(), take.was_cut()),
+                (expect, cut),
+                "{cursor} {upto} {max_bytes}"
+            );
+        };
+        check(0, u64::MAX, usize::MAX, &[2, 4, 6, 8], false);
+        check(3, u64::MAX, usize::MAX, &[4, 6, 8], false);
+        check(0, 5, usize::MAX, &[2, 4], false);
+        check(0, u64::MAX, 2 * FRAME, &[2, 4], true);
+        check(0, u64::MAX, 2 * FRAME + 1, &[2, 4], true);
+        check(0, u64::MAX, 1, &[2], true);
+        check(0, 4, 2 * FRAME, &[2, 4], false);
+        check(8, u64::MAX, 1, &[], false);
+        // The chunk shares a single frame and counts replays.
+        let one = ring.chunk_after(6, 1, 0).expect("a chunk");
+        assert_eq!((one.n_events, one.last_seq, one.n_replayed), (1, 8, 0));
+        assert_eq!(
+            one.frames.as_ptr(),
+            ring.after(6).next().expect("8").frame.as_ptr()
+        );
+        let all = ring.chunk_after(0, usize::MAX, 5).expect("a chunk");
+        assert_eq!((all.n_events, all.last_seq, all.n_replayed), (4, 8, 2));
+        assert_eq!(all.frames.len(), 4 * FRAME);
+        assert!(ring.chunk_after(8, usize::MAX, 0).is_none());
+        let snapshot = ring.snapshot_after(3, 2);
+        assert_eq!(
+            (seqs_after(&snapshot, 0), snapshot.floor()),
+            (vec![4, 6], 0)
+        );
+        assert_eq!(ring.first_seq_after(4), Some(6));
     }
 
     #[test]
