@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
-use super::value::{address, boolean, bytes, count, duration, list, optional};
+use super::value::{address, boolean, bytes, count, duration, list, optional, redis_url};
 use super::{Config, LogFormat};
 
 /// One configuration key.
 pub struct Key {
-    /// The TOML key; the flag is `--` plus this with dashes, the environment
-    /// variable `SSEGATE_` plus this in capitals.
+    /// The TOML key, `table.key` for a key in a table (`cluster.redis_url`
+    /// is `redis_url` under `[cluster]`); the flag is `--` plus this with
+    /// dashes for dots and underscores, the environment variable `SSEGATE_`
+    /// plus this in capitals with underscores for dots.
     pub name: &'static str,
     /// What the value looks like, for `--help`.
     pub value_name: &'static str,
@@ -20,6 +22,36 @@ pub struct Key {
 }
 
 const MAX_COUNT: usize = 10_000_000;
+
+impl Key {
+    /// `SSEGATE_HEARTBEAT_INTERVAL`, `SSEGATE_CLUSTER_REDIS_URL`.
+    pub fn env_name(&self) -> String {
+        format!(
+            "SSEGATE_{}",
+            self.name.replace('.', "_").to_ascii_uppercase()
+        )
+    }
+
+    /// `heartbeat-interval`, `cluster-redis-url` (after `--`).
+    pub fn flag_name(&self) -> String {
+        self.name.replace(['.', '_'], "-")
+    }
+
+    /// The table the key is in (`cluster`), or `None` at the top level.
+    pub fn table(&self) -> Option<&'static str> {
+        self.name.split_once('.').map(|(table, _)| table)
+    }
+
+    /// The key's name inside its table (`redis_url`).
+    pub fn short_name(&self) -> &'static str {
+        self.name.split_once('.').map_or(self.name, |(_, key)| key)
+    }
+
+    /// Whether the value is a secret that `--print-config` and logs withhold.
+    pub fn is_secret(&self) -> bool {
+        self.value_name == "TOKEN"
+    }
+}
 
 pub const KEYS: &[Key] = &[
     Key {
@@ -360,11 +392,100 @@ pub const KEYS: &[Key] = &[
             Ok(())
         },
     },
+    Key {
+        name: "cluster.redis_url",
+        value_name: "URL",
+        default: "",
+        help: "Cluster mode: the Redis (6.2+) every node shares, redis://host:port/db, rediss:// for TLS or redis+unix:///path; unset runs a single node.",
+        apply: |c, v| {
+            c.cluster.redis_url = optional(v).map(|url| redis_url(&url)).transpose()?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.prefix",
+        value_name: "NAME",
+        default: "ssegate",
+        help: "Cluster mode: the Redis key namespace, so that several deployments can share one Redis.",
+        apply: |c, v| {
+            let prefix = v.trim();
+            let allowed =
+                |ch: char| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.' | ':');
+            if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(allowed) {
+                return Err(format!(
+                    "{v:?} must be 1 to 64 characters of A-Z a-z 0-9 _ - . :"
+                ));
+            }
+            c.cluster.prefix = prefix.to_owned();
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.publish_timeout",
+        value_name: "DURATION",
+        default: "2s",
+        help: "Cluster mode: a publish Redis has not stored within this is 503 with Retry-After.",
+        apply: |c, v| {
+            c.cluster.publish_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.replay_timeout",
+        value_name: "DURATION",
+        default: "2s",
+        help: "Cluster mode: a subscribe whose replay from Redis (or wait for this node's tail) takes longer is refused for now.",
+        apply: |c, v| {
+            c.cluster.replay_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.max_tail_lag",
+        value_name: "DURATION",
+        default: "10s",
+        help: "Cluster mode: /readyz is 503 while this node's delivery lags Redis by more than this and Redis answers.",
+        apply: |c, v| {
+            c.cluster.max_tail_lag = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.log_max_events",
+        value_name: "COUNT",
+        default: "100000",
+        help: "Cluster mode: events kept in the shared log, how far a node may fall behind and still catch up without ending its streams.",
+        apply: |c, v| {
+            c.cluster.log_max_events = count(v, 100, MAX_COUNT)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "cluster.tail_block",
+        value_name: "DURATION",
+        default: "5s",
+        help: "Cluster mode: how long one read of the shared log waits for new events; a read silent for three times this is reconnected.",
+        apply: |c, v| {
+            let block = duration(v)?;
+            if block < std::time::Duration::from_millis(100)
+                || block > std::time::Duration::from_secs(60)
+            {
+                return Err(format!("{v:?} is outside the allowed range 100ms..=60s"));
+            }
+            c.cluster.tail_block = block;
+            Ok(())
+        },
+    },
 ];
 
-/// Looks a key up by its TOML name.
+/// Looks a key up by its TOML name (`table.key` inside a table).
 pub fn find(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|key| key.name == name)
+}
+
+/// Looks a key up by its environment variable.
+pub fn find_env(variable: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|key| key.env_name() == variable)
 }
 
 /// Every key name, for error messages.

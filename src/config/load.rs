@@ -48,20 +48,35 @@ impl Loaded {
         let mut out = String::from(
             "# ssegate: effective configuration\n\
              # publish_token is not printed: set it again (SSEGATE_PUBLISH_TOKEN) if you\n\
-             # deploy this file, or publishing needs no token.\n",
+             # deploy this file, or publishing needs no token. A password in\n\
+             # cluster.redis_url is printed as ***.\n",
         );
+        // Tables come last in `KEYS`, each key of a table after its header.
+        let mut table = None;
         for (key, text) in KEYS.iter().zip(&self.effective) {
+            if key.table() != table {
+                table = key.table();
+                if let Some(name) = table {
+                    out.push_str(&format!("\n[{name}]\n"));
+                }
+            }
             out.push_str(&format!("\n# {}\n", key.help));
-            if key.value_name == "TOKEN" {
+            let name = key.short_name();
+            if key.is_secret() {
                 let state = if text.trim().is_empty() {
                     "unset"
                 } else {
                     "set; not printed"
                 };
-                out.push_str(&format!("# {} = ({state})\n", key.name));
+                out.push_str(&format!("# {name} = ({state})\n"));
                 continue;
             }
-            out.push_str(&format!("{} = {}\n", key.name, toml_value(key, text)));
+            if key.value_name == "URL" {
+                let text = super::value::redacted_url(text.trim());
+                out.push_str(&format!("{name} = {}\n", toml::Value::String(text)));
+                continue;
+            }
+            out.push_str(&format!("{name} = {}\n", toml_value(key, text)));
         }
         out
     }
@@ -186,8 +201,7 @@ where
         if name == ENV_CONFIG {
             continue;
         }
-        let key_name = name[ENV_PREFIX.len()..].to_ascii_lowercase();
-        match keys::find(&key_name) {
+        match keys::find_env(name) {
             Some(key) => config.apply(key, value, || name.clone())?,
             None => warnings.push(format!(
                 "ignoring environment variable {name}: no such key (known keys: {})",
@@ -286,7 +300,7 @@ fn command() -> Command {
         };
         command = command.arg(
             Arg::new(key.name)
-                .long(key.name.replace('_', "-"))
+                .long(key.flag_name())
                 .value_name(key.value_name)
                 .help(format!("{} [default: {default}]", key.help)),
         );
@@ -333,25 +347,42 @@ fn apply_file(config: &mut Sources, path: PathBuf) -> Result<(), ConfigError> {
         file_error(err.to_string().trim_end().replace('\n', " | "))
     })?;
     for (name, value) in &table {
-        let key = keys::find(name).ok_or_else(|| ConfigError::UnknownKey {
-            key: name.clone(),
-            path: path.clone(),
-        })?;
-        let source = || path.display().to_string();
-        let text = toml_text(value).map_err(|message| ConfigError::Invalid {
-            key: name.clone(),
-            source: source(),
-            message,
-        })?;
-        config.apply(key, &text, source)?;
+        match value.as_table() {
+            // `[cluster]`: its keys are `cluster.<key>`.
+            Some(inner) if KEYS.iter().any(|key| key.table() == Some(name.as_str())) => {
+                for (inner_name, value) in inner {
+                    apply_file_value(config, &path, &format!("{name}.{inner_name}"), value)?;
+                }
+            }
+            _ => apply_file_value(config, &path, name, value)?,
+        }
     }
     Ok(())
+}
+
+fn apply_file_value(
+    config: &mut Sources,
+    path: &std::path::Path,
+    name: &str,
+    value: &toml::Value,
+) -> Result<(), ConfigError> {
+    let key = keys::find(name).ok_or_else(|| ConfigError::UnknownKey {
+        key: name.to_owned(),
+        path: path.to_path_buf(),
+    })?;
+    let source = || path.display().to_string();
+    let text = toml_text(value).map_err(|message| ConfigError::Invalid {
+        key: name.to_owned(),
+        source: source(),
+        message,
+    })?;
+    config.apply(key, &text, source)
 }
 
 fn apply_flags(config: &mut Sources, matches: &ArgMatches) -> Result<(), ConfigError> {
     for key in KEYS {
         if let Some(value) = matches.get_one::<String>(key.name) {
-            config.apply(key, value, || format!("--{}", key.name.replace('_', "-")))?;
+            config.apply(key, value, || format!("--{}", key.flag_name()))?;
         }
     }
     Ok(())

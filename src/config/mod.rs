@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub use keys::KEYS;
 pub use load::{Action, ConfigError, Loaded, load};
+pub use value::redacted_url;
 
 /// The gateway's settings; see `config/ssegate.toml` for what each one does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,20 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub status_page: bool,
     pub log_format: LogFormat,
+    /// `[cluster]`: unset `redis_url` means a single node.
+    pub cluster: ClusterConfig,
+}
+
+/// The `[cluster]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub redis_url: Option<String>,
+    pub prefix: String,
+    pub publish_timeout: Duration,
+    pub replay_timeout: Duration,
+    pub max_tail_lag: Duration,
+    pub log_max_events: usize,
+    pub tail_block: Duration,
 }
 
 /// How log lines are written (`log_format`).
@@ -102,6 +117,15 @@ impl Default for Config {
             tls_key: None,
             status_page: false,
             log_format: LogFormat::Text,
+            cluster: ClusterConfig {
+                redis_url: None,
+                prefix: String::new(),
+                publish_timeout: Duration::ZERO,
+                replay_timeout: Duration::ZERO,
+                max_tail_lag: Duration::ZERO,
+                log_max_events: 0,
+                tail_block: Duration::ZERO,
+            },
         };
         for key in KEYS {
             // The defaults are literals checked by `defaults_parse` below.
@@ -154,6 +178,13 @@ mod tests {
         assert!(config.cors_allowed_origins.is_empty());
         assert_eq!(config.header_read_timeout, Duration::from_secs(10));
         assert_eq!(config.first_request_timeout, Duration::from_secs(10));
+        let cluster = &config.cluster;
+        assert_eq!(cluster.redis_url, None);
+        assert_eq!(cluster.prefix, "ssegate");
+        assert_eq!(cluster.publish_timeout, Duration::from_secs(2));
+        assert_eq!(cluster.replay_timeout, Duration::from_secs(2));
+        assert_eq!(cluster.max_tail_lag, Duration::from_secs(10));
+        assert_eq!(cluster.log_max_events, 100_000);
     }
 
     #[test]
@@ -181,11 +212,17 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ssegate.toml");
         let text = std::fs::read_to_string(path).expect("config/ssegate.toml");
         let table: toml::Table = text.parse().expect("valid TOML");
-        let names: Vec<&str> = KEYS.iter().map(|key| key.name).collect();
-        let in_file: Vec<&str> = table.keys().map(String::as_str).collect();
-        let mut sorted = names.clone();
-        sorted.sort_unstable();
-        assert_eq!(in_file, sorted, "keys in config/ssegate.toml");
+        let mut in_file: Vec<String> = Vec::new();
+        for (name, value) in &table {
+            match value.as_table() {
+                Some(inner) => in_file.extend(inner.keys().map(|key| format!("{name}.{key}"))),
+                None => in_file.push(name.clone()),
+            }
+        }
+        in_file.sort_unstable();
+        let mut names: Vec<String> = KEYS.iter().map(|key| key.name.to_owned()).collect();
+        names.sort_unstable();
+        assert_eq!(in_file, names, "keys in config/ssegate.toml");
         let loaded = load(
             ["ssegate", "--config", path],
             Vec::<(String, String)>::new(),

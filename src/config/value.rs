@@ -90,6 +90,40 @@ pub fn list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A Redis URL: `redis://`, `rediss://` (TLS) or `redis+unix://`, with a
+/// host (or a socket path).
+pub fn redis_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let rest = ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .find_map(|scheme| text.strip_prefix(scheme));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+            Ok(text.to_owned())
+        }
+        // The value is not echoed: it may hold a password.
+        _ => Err("not a Redis URL (write it like redis://127.0.0.1:6379/0, \
+                  rediss://host:6380 or redis+unix:///run/redis.sock)"
+            .to_owned()),
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages and
+/// `--print-config`: a Redis URL may carry credentials.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Empty means unset.
 pub fn optional(text: &str) -> Option<String> {
     let text = text.trim();
@@ -131,6 +165,25 @@ mod tests {
         assert!(count("0", 1, 10).is_err());
         assert!(count("11", 1, 10).is_err());
         assert_eq!(count("10", 1, 10), Ok(10));
+    }
+
+    #[test]
+    fn redis_urls() {
+        for good in [
+            "redis://127.0.0.1:6379/0",
+            "rediss://user:pw@redis.example:6380",
+            "redis+unix:///run/redis.sock",
+        ] {
+            assert_eq!(redis_url(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "127.0.0.1:6379", "http://x", "redis://", "redis://a b"] {
+            assert!(redis_url(bad).is_err(), "{bad:?} accepted");
+        }
+        let err = redis_url("redis//:hunter2@x").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(redacted_url("redis://:hunter2@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redacted_url("rediss://me:hunter2@h"), "rediss://me:***@h");
+        assert_eq!(redacted_url("redis://h:1/0"), "redis://h:1/0");
     }
 
     #[test]
