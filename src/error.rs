@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use crate::cluster::{self, PublishError};
 use crate::topic::name::InvalidTopic;
 
 /// Seconds a client is told to wait when a capacity limit refused it.
@@ -72,6 +73,11 @@ pub enum ApiError {
         max: usize,
     },
     BufferFull,
+    /// Cluster mode: Redis did not store a publish (or may not have).
+    ClusterPublish(PublishError),
+    /// Cluster mode: a subscribe needed Redis (a replay, or the tail to
+    /// catch up), which did not answer in time: a temporary refusal.
+    ReplayUnavailable,
     /// A stream (subscribe or status feed) asked for during shutdown;
     /// `http::handle` breaks the connection instead of sending this (see
     /// `http::BreakConnection`).
@@ -113,6 +119,8 @@ impl ApiError {
             | ApiError::SubscriberLimit
             | ApiError::StatusViewerLimit { .. }
             | ApiError::BufferFull
+            | ApiError::ClusterPublish(_)
+            | ApiError::ReplayUnavailable
             | ApiError::ShuttingDown => 503,
         }
     }
@@ -123,9 +131,18 @@ impl ApiError {
             | ApiError::SubscriberLimit
             | ApiError::StatusViewerLimit { .. }
             | ApiError::BufferFull
+            | ApiError::ClusterPublish(_)
+            | ApiError::ReplayUnavailable
             | ApiError::ShuttingDown => Fault::Capacity,
             _ => Fault::Client,
         }
+    }
+
+    /// Whether this refusal will pass by itself, so that an `EventSource`
+    /// should be told to come back rather than get a status it treats as
+    /// final (see `http::reply::temporary_refusal`).
+    pub fn is_temporary_for_streams(&self) -> bool {
+        matches!(self, ApiError::ReplayUnavailable)
     }
 
     /// Whether the response should carry `Retry-After`.
@@ -136,6 +153,9 @@ impl ApiError {
             | ApiError::StatusViewerLimit { .. }
             | ApiError::BufferFull
             | ApiError::ShuttingDown => Some(RETRY_AFTER_SECS),
+            ApiError::ClusterPublish(_) | ApiError::ReplayUnavailable => {
+                Some(cluster::RETRY_AFTER_SECS)
+            }
             _ => None,
         }
     }
@@ -208,6 +228,28 @@ impl fmt::Display for ApiError {
             ApiError::BufferFull => {
                 f.write_str("buffer memory limit reached (max_buffered_bytes); try later")
             }
+            ApiError::ClusterPublish(err) => f.write_str(match err {
+                PublishError::Timeout => {
+                    "Redis did not answer within cluster.publish_timeout; \
+                     the event may or may not have been stored"
+                }
+                PublishError::Unreachable => {
+                    "cannot reach Redis (cluster.redis_url); \
+                     the event may or may not have been stored; try later"
+                }
+                PublishError::OutOfMemory => {
+                    "Redis is out of memory (maxmemory); the event was not stored; try later"
+                }
+                PublishError::EpochChanged => {
+                    "Redis lost its data or began a new cluster epoch; \
+                     the event was not stored; try again"
+                }
+                PublishError::Failed => "Redis refused the publish; the event was not stored",
+            }),
+            ApiError::ReplayUnavailable => f.write_str(
+                "cannot replay from Redis in time (cluster.replay_timeout); \
+                 reconnect with the same Last-Event-ID",
+            ),
             ApiError::ShuttingDown => f.write_str("shutting down; reconnect elsewhere"),
         }
     }
@@ -229,6 +271,15 @@ impl From<crate::registry::LimitReached> for ApiError {
                 max_events,
                 max_bytes,
             },
+        }
+    }
+}
+
+impl From<cluster::SubscribeError> for ApiError {
+    fn from(err: cluster::SubscribeError) -> ApiError {
+        match err {
+            cluster::SubscribeError::Limit(limit) => ApiError::from(limit),
+            cluster::SubscribeError::Unavailable(_) => ApiError::ReplayUnavailable,
         }
     }
 }

@@ -64,6 +64,12 @@ impl Graveyard {
         tomb.max(self.folded.load(Ordering::SeqCst))
     }
 
+    /// Every topic created from now on starts with a floor of at least
+    /// `floor` (a cluster node's reset: its rings vouch for nothing before).
+    pub fn raise_floor(&self, floor: u64) {
+        self.folded.fetch_max(floor, Ordering::SeqCst);
+    }
+
     /// When there are more than `max_tombs` tombs, folds the oldest into the
     /// node-wide mark until a quarter of the room is free again.
     pub fn sweep(&self, max_tombs: usize) {

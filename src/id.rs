@@ -22,17 +22,7 @@ pub struct RunEpoch(u64);
 impl RunEpoch {
     /// A fresh epoch for this process.
     pub fn generate() -> RunEpoch {
-        let random = getrandom::u64().unwrap_or_else(|_| {
-            // No OS randomness (a very unusual sandbox): the clock and pid
-            // still make a collision with the previous run improbable.
-            tracing::warn!("no OS randomness available for the id epoch; using clock and pid");
-            0
-        });
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos() as u64);
-        let mixed = splitmix64(random ^ splitmix64(nanos ^ (u64::from(std::process::id()) << 32)));
-        RunEpoch(mixed)
+        RunEpoch(unique_u64())
     }
 
     /// An epoch with a fixed value, for tests.
@@ -67,6 +57,21 @@ impl fmt::Debug for RunEpoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RunEpoch({:016x})", self.0)
     }
+}
+
+/// 64 bits that differ from one call to the next and from one run to the
+/// next: OS randomness mixed with the clock and the pid.
+pub fn unique_u64() -> u64 {
+    let random = getrandom::u64().unwrap_or_else(|_| {
+        // No OS randomness (a very unusual sandbox): the clock and pid still
+        // make a collision with an earlier value improbable.
+        tracing::warn!("no OS randomness available for an epoch; using clock and pid");
+        0
+    });
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    splitmix64(random ^ splitmix64(nanos ^ (u64::from(std::process::id()) << 32)))
 }
 
 /// A standard 64-bit finalizer: spreads every input bit over the output.
@@ -156,6 +161,14 @@ impl Sequence {
     pub fn next(&self) -> (u64, [u8; ID_LEN]) {
         let seq = self.last.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         (seq, self.epoch.format(seq))
+    }
+
+    /// Cluster mode: an event numbered by the shared log was appended (under
+    /// its topic's lock, like `next`), or a reset moved the node past
+    /// `seq`. The sequence only grows.
+    pub fn observe(&self, seq: u64) {
+        self.last
+            .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The highest sequence number handed out so far (0 before the first).

@@ -15,6 +15,8 @@
 //!   knows hyper.
 //! - `registry`: all topics, the id sequence, limits; the single publish path;
 //!   `graveyard` remembers removed topics' floors.
+//! - `cluster`: cluster mode, several nodes on one Redis: the publish script,
+//!   the tail of the shared log into the registry, replays from Redis.
 //! - `subscription`: a subscriber's cursor and how it reads its topics.
 //! - `topic`: one topic's ring buffer and waiting subscribers; its `fanout`
 //!   writes new events straight to the sockets of those at its head, through
@@ -28,6 +30,7 @@
 
 #![deny(unsafe_code)]
 
+mod cluster;
 pub mod config;
 mod connection;
 mod error;

@@ -6,10 +6,11 @@
 //! take values from fixed sets here (never a topic or a client), and hot-path
 //! counters are bumped once per batch, not once per event.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
@@ -29,6 +30,76 @@ pub enum ConnectionTimeout {
     HeaderRead,
     KeepAlive,
     Write,
+}
+
+/// Why a cluster publish failed (`ssegate_cluster_publish_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterPublishError {
+    Timeout,
+    Unreachable,
+    OutOfMemory,
+    EpochChanged,
+    Other,
+}
+
+impl ClusterPublishError {
+    const ALL: [ClusterPublishError; 5] = [
+        ClusterPublishError::Timeout,
+        ClusterPublishError::Unreachable,
+        ClusterPublishError::OutOfMemory,
+        ClusterPublishError::EpochChanged,
+        ClusterPublishError::Other,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ClusterPublishError::Timeout => "timeout",
+            ClusterPublishError::Unreachable => "unreachable",
+            ClusterPublishError::OutOfMemory => "oom",
+            ClusterPublishError::EpochChanged => "epoch_changed",
+            ClusterPublishError::Other => "error",
+        }
+    }
+}
+
+/// Why a cluster node reset its rings (`ssegate_cluster_resyncs_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// Redis holds another epoch: it restarted empty, or another node found
+    /// a loss.
+    EpochChanged,
+    /// This node found events it had read missing from Redis.
+    DataLost,
+    /// The shared log was trimmed past this node's place.
+    Trimmed,
+}
+
+impl ResyncReason {
+    const ALL: [ResyncReason; 3] = [
+        ResyncReason::EpochChanged,
+        ResyncReason::DataLost,
+        ResyncReason::Trimmed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ResyncReason::EpochChanged => "epoch_changed",
+            ResyncReason::DataLost => "data_lost",
+            ResyncReason::Trimmed => "trimmed",
+        }
+    }
+}
+
+/// The cluster-mode metrics, registered when a node joins a cluster.
+struct ClusterMetrics {
+    engine_up: IntGauge,
+    tail_lag: Gauge,
+    tail_reconnects: IntCounter,
+    resyncs: IntCounterVec,
+    epoch_changes: IntCounter,
+    replay_reads: IntCounter,
+    replay_duration: Histogram,
+    publish_errors: IntCounterVec,
 }
 
 /// Current gauges and counters, for the status page.
@@ -68,6 +139,8 @@ pub struct Metrics {
     /// lookup hashes on every response.
     responses_by_code: Vec<(&'static str, IntCounter)>,
     publish_duration: Histogram,
+    /// Set once a node joins a cluster (`cluster_started`).
+    cluster: OnceLock<ClusterMetrics>,
 }
 
 impl Metrics {
@@ -160,6 +233,7 @@ impl Metrics {
                 "The max_topics limit, for alerts on how close ssegate_topics is.",
             ),
             responses_by_code: Vec::new(),
+            cluster: OnceLock::new(),
             registry,
         };
         let mut metrics = metrics;
@@ -283,6 +357,121 @@ impl Metrics {
         }
     }
 
+    /// Registers the cluster metrics, every labelled series at 0 so that
+    /// alerts and dashboards see them before the first event.
+    pub fn cluster_started(&self) {
+        let registry = &self.registry;
+        let cluster = self.cluster.get_or_init(|| {
+            let counter = |name: &str, help: &str| register(registry, IntCounter::new(name, help));
+            let counter_vec = |name: &str, help: &str| {
+                register(
+                    registry,
+                    IntCounterVec::new(Opts::new(name, help), &["reason"]),
+                )
+            };
+            ClusterMetrics {
+                engine_up: register(
+                    registry,
+                    IntGauge::new(
+                        "ssegate_cluster_engine_up",
+                        "1 while Redis answered this node's last report, else 0.",
+                    ),
+                ),
+                tail_lag: register(
+                    registry,
+                    Gauge::new(
+                        "ssegate_cluster_tail_lag_seconds",
+                        "How far this node's delivery is behind the newest event in Redis.",
+                    ),
+                ),
+                tail_reconnects: counter(
+                    "ssegate_cluster_tail_reconnects_total",
+                    "Times this node's tail of the shared log reconnected to Redis.",
+                ),
+                resyncs: counter_vec(
+                    "ssegate_cluster_resyncs_total",
+                    "Times this node reset its buffers and ended its streams, by reason.",
+                ),
+                epoch_changes: counter(
+                    "ssegate_cluster_epoch_changes_total",
+                    "Times this node moved to a new cluster epoch.",
+                ),
+                replay_reads: counter(
+                    "ssegate_cluster_replay_reads_total",
+                    "Topic streams read from Redis to resume subscribers.",
+                ),
+                replay_duration: register(
+                    registry,
+                    Histogram::with_opts(
+                        HistogramOpts::new(
+                            "ssegate_cluster_replay_read_duration_seconds",
+                            "Time to read a resuming subscriber's topics from Redis.",
+                        )
+                        .buckets(vec![1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0]),
+                    ),
+                ),
+                publish_errors: counter_vec(
+                    "ssegate_cluster_publish_errors_total",
+                    "Publishes Redis did not store (or may not have), by reason.",
+                ),
+            }
+        });
+        cluster.engine_up.set(1);
+        for reason in ResyncReason::ALL {
+            cluster.resyncs.with_label_values(&[reason.label()]);
+        }
+        for reason in ClusterPublishError::ALL {
+            cluster.publish_errors.with_label_values(&[reason.label()]);
+        }
+    }
+
+    pub fn cluster_engine_up(&self, up: bool) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.engine_up.set(i64::from(up));
+        }
+    }
+
+    pub fn cluster_tail_lag(&self, lag_ms: u64) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.tail_lag.set(lag_ms as f64 / 1000.0);
+        }
+    }
+
+    pub fn cluster_tail_reconnected(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.tail_reconnects.inc();
+        }
+    }
+
+    pub fn cluster_resynced(&self, reason: ResyncReason) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.resyncs.with_label_values(&[reason.label()]).inc();
+        }
+    }
+
+    pub fn cluster_epoch_changed(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.epoch_changes.inc();
+        }
+    }
+
+    /// A resume read `n_topics` topic streams from Redis in `took`.
+    pub fn cluster_replay_read(&self, n_topics: usize, took: Duration) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.replay_reads.inc_by(n_topics as u64);
+            cluster.replay_duration.observe(took.as_secs_f64());
+        }
+    }
+
+    pub fn cluster_publish_failed(&self, reason: ClusterPublishError) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster
+                .publish_errors
+                .with_label_values(&[reason.label()])
+                .inc();
+        }
+    }
+
     /// The figures the status page shows, read without a scrape.
     pub fn totals(&self) -> Totals {
         Totals {
@@ -332,6 +521,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_metrics_show_from_the_start_with_every_reason() {
+        let metrics = Metrics::new();
+        assert!(!metrics.render((0, 0)).contains("ssegate_cluster_"));
+        metrics.cluster_started();
+        metrics.cluster_started();
+        let text = metrics.render((0, 0));
+        for name in [
+            "ssegate_cluster_engine_up 1",
+            "ssegate_cluster_tail_lag_seconds 0",
+            "ssegate_cluster_tail_reconnects_total 0",
+            "ssegate_cluster_resyncs_total{reason=\"trimmed\"} 0",
+            "ssegate_cluster_resyncs_total{reason=\"data_lost\"} 0",
+            "ssegate_cluster_resyncs_total{reason=\"epoch_changed\"} 0",
+            "ssegate_cluster_epoch_changes_total 0",
+            "ssegate_cluster_replay_reads_total 0",
+            "ssegate_cluster_publish_errors_total{reason=\"timeout\"} 0",
+            "ssegate_cluster_publish_errors_total{reason=\"oom\"} 0",
+        ] {
+            assert!(text.contains(name), "missing {name:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn every_contract_metric_is_exposed() {

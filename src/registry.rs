@@ -10,7 +10,7 @@
 //! `Arc<Topic>` out of it, so nothing awaits while holding either.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -21,10 +21,10 @@ use crate::graveyard::Graveyard;
 use crate::id::{ID_LEN, MAX_RESUME_ID_BYTES, RunEpoch, Sequence};
 use crate::metrics::Metrics;
 use crate::sse::encode::{FrameTemplate, event_template};
-use crate::subscription::{Registered, Resume, Start, Subscribed, Subscription};
+use crate::subscription::{Registered, Replay, Resume, Start, Subscribed, Subscription};
 use crate::topic::budget::BufferPolicy;
 use crate::topic::name::{TopicName, TopicStr};
-use crate::topic::{AppendError, Frames, Retired, Topic, TopicSettings};
+use crate::topic::{AppendError, Frames, Numbered, Retired, Topic, TopicSettings};
 
 /// The registry's share of the configuration.
 #[derive(Debug, Clone)]
@@ -99,7 +99,32 @@ pub struct Registry {
     n_subscribers: AtomicUsize,
     /// Floors for topics that come back after being removed.
     graveyard: Graveyard,
+    /// Cluster mode: the floor of the last `reset`. A stream whose cursor
+    /// is below it ends because the node lost its place in the shared log,
+    /// not because it was slow.
+    last_reset: AtomicU64,
     metrics: Arc<Metrics>,
+}
+
+/// A subscription registered on its topics but not started yet: what a
+/// cluster node looks at before it decides where the stream starts (see
+/// `Registry::register`).
+pub(crate) struct Pending {
+    reservation: Reservation,
+    registered: Registered,
+    /// The newest sequence number before registering: every event the
+    /// subscription is counted for in a publish reply is past it.
+    pub head: u64,
+    /// Each topic's ring floor at registration, in the order given.
+    pub floors: Vec<u64>,
+}
+
+impl Pending {
+    /// Starts the subscription at `start`, with `replay` (events read from
+    /// elsewhere than the rings) merged in.
+    pub(crate) fn open(self, start: Start, resume_id: String, replay: Replay) -> Subscription {
+        Subscription::open(self.reservation, self.registered, start, resume_id, replay)
+    }
 }
 
 impl Registry {
@@ -123,6 +148,7 @@ impl Registry {
             n_topics: AtomicUsize::new(0),
             n_subscribers: AtomicUsize::new(0),
             graveyard: Graveyard::default(),
+            last_reset: AtomicU64::new(0),
             metrics,
         }
     }
@@ -177,15 +203,7 @@ impl Registry {
         };
         let mut batch = templates();
         let n_bytes: usize = batch.iter().map(FrameTemplate::len).sum();
-        let buffer = &self.settings.buffer;
-        // A single event may exceed the byte bound: the ring always keeps its
-        // newest event.
-        if batch.len() > buffer.max_events || (batch.len() > 1 && n_bytes > buffer.max_bytes) {
-            return Err(LimitReached::BatchExceedsBuffer {
-                max_events: buffer.max_events,
-                max_bytes: buffer.max_bytes,
-            });
-        }
+        self.check_batch(batch.len(), n_bytes)?;
         loop {
             let topic = self.topic(topic, started)?;
             let mut seqs = Vec::with_capacity(batch.len());
@@ -206,20 +224,63 @@ impl Registry {
         }
     }
 
+    /// Refuses a batch that would not fit one topic's ring (its first
+    /// events would be evicted by its last before anyone could read them).
+    /// A single event may exceed the byte bound: the ring always keeps its
+    /// newest event.
+    fn check_batch(&self, n_events: usize, n_bytes: usize) -> Result<(), LimitReached> {
+        let buffer = &self.settings.buffer;
+        if n_events > buffer.max_events || (n_events > 1 && n_bytes > buffer.max_bytes) {
+            return Err(LimitReached::BatchExceedsBuffer {
+                max_events: buffer.max_events,
+                max_bytes: buffer.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: `check_batch` for events published through Redis,
+    /// sized as this node's rings will hold them.
+    pub fn check_cluster_batch(&self, events: &[NewEvent<'_>]) -> Result<(), LimitReached> {
+        let n_bytes = events
+            .iter()
+            .map(|event| event_template(ID_LEN, event.event_type, event.data).len())
+            .sum();
+        self.check_batch(events.len(), n_bytes)
+    }
+
     /// Opens a subscription to `names` (distinct, validated), resuming after
-    /// `resume_id` when one was given.
+    /// `resume_id` when one was given (an id of this run's own shape).
     pub fn subscribe(
         self: &Arc<Self>,
         names: &[TopicName],
         resume_id: Option<&[u8]>,
     ) -> Result<Subscription, LimitReached> {
+        let pending = self.register(names)?;
+        let resume_id = resume_id.filter(|raw| !raw.is_empty());
+        let resume = match resume_id {
+            None => Resume::Live,
+            Some(raw) => self
+                .resumable_seq(raw, pending.head)
+                .map_or(Resume::Unknown, Resume::After),
+        };
+        let max_floor = pending.floors.iter().copied().max().unwrap_or(0);
+        let start = Start::decide(resume, pending.head, max_floor);
+        let resume_id =
+            resume_id.map_or_else(String::new, |raw| String::from_utf8_lossy(raw).into_owned());
+        Ok(pending.open(start, resume_id, Replay::default()))
+    }
+
+    /// Takes a subscriber slot and registers on `names` (distinct,
+    /// validated); where the stream starts is decided next (`Pending`).
+    pub(crate) fn register(self: &Arc<Self>, names: &[TopicName]) -> Result<Pending, LimitReached> {
         let reservation = self.reserve_subscriber()?;
         // Loaded before registering: every event the subscription is counted
         // for in a publish reply (appended after registration) is past `head`
         // and so is delivered.
         let head = self.sequence.last();
         let now = Instant::now();
-        let mut max_floor = 0;
+        let mut floors = Vec::with_capacity(names.len());
         let mut registered = Registered::new(Arc::clone(self), names.len());
         for name in names {
             let (topic, registration) = loop {
@@ -228,28 +289,67 @@ impl Registry {
                     break (topic, registration);
                 }
             };
-            max_floor = max_floor.max(registration.floor);
-            registered.push(Subscribed {
-                topic,
-                key: registration.key,
-            });
+            floors.push(registration.floor);
+            registered.push(Subscribed::new(topic, registration.key));
         }
-        let resume_id = resume_id.filter(|raw| !raw.is_empty());
-        let resume = match resume_id {
-            None => Resume::Live,
-            Some(raw) => self
-                .resumable_seq(raw, head)
-                .map_or(Resume::Unknown, Resume::After),
-        };
-        let start = Start::decide(resume, head, max_floor);
-        let resume_id =
-            resume_id.map_or_else(String::new, |raw| String::from_utf8_lossy(raw).into_owned());
-        Ok(Subscription::open(
+        Ok(Pending {
             reservation,
             registered,
-            start,
-            resume_id,
-        ))
+            head,
+            floors,
+        })
+    }
+
+    /// Cluster mode: appends events the shared log numbered (consecutive
+    /// events of one topic, in log order) and hands them to the topic's
+    /// subscribers. Never refuses: the events are in Redis already. A topic
+    /// this node cannot hold (`max_topics`) or events it cannot buffer
+    /// (`max_buffered_bytes`) raise the topic's floor past them instead, so
+    /// its streams end and resume from Redis rather than miss them.
+    pub(crate) fn append_numbered(&self, name: TopicStr<'_>, events: Vec<Numbered>) {
+        let Some(last_seq) = events.last().map(|event| event.seq) else {
+            return;
+        };
+        let now = Instant::now();
+        loop {
+            let Some(topic) = self.topic_or_bury(name, last_seq, now) else {
+                self.sequence.observe(last_seq);
+                return;
+            };
+            match topic.append(&self.sequence, Frames::many(events.clone()), now, |_| {}) {
+                Ok(_) => return,
+                Err(AppendError::Removed) => continue,
+                Err(AppendError::OverBudget) => {
+                    tracing::warn!(
+                        topic = name.as_str(),
+                        "max_buffered_bytes reached: this topic's new events are replayed from Redis"
+                    );
+                    self.sequence.observe(last_seq);
+                    topic.clear(last_seq);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Cluster mode: this node lost its place in the shared log (a new
+    /// epoch, or a log trimmed past its cursor). Every ring is emptied and
+    /// vouches for nothing up to `floor`, topics created later start there
+    /// too, and every stream behind it ends at its next read; clients
+    /// resume exactly from Redis, or get a `gap` where Redis lost events.
+    pub(crate) fn reset(&self, floor: u64) {
+        self.last_reset.fetch_max(floor, Ordering::SeqCst);
+        self.sequence.observe(floor);
+        // Before the topics are walked: one created meanwhile exhumes this.
+        self.graveyard.raise_floor(floor);
+        for topic in self.all_topics() {
+            topic.clear(floor);
+        }
+    }
+
+    /// The floor of the last `reset` (0 if none).
+    pub(crate) fn last_reset(&self) -> u64 {
+        self.last_reset.load(Ordering::SeqCst)
     }
 
     /// The sequence number to resume after, if `raw` is an id this run made
@@ -263,52 +363,78 @@ impl Registry {
 
     /// Looks a topic up, creating it within `max_topics`.
     fn topic(&self, name: TopicStr<'_>, now: Instant) -> Result<Arc<Topic>, LimitReached> {
-        if let Some(topic) = self
-            .topics
-            .get(name.as_str())
-            .map(|entry| Arc::clone(&entry))
-        {
+        if let Some(topic) = self.lookup(name) {
             return Ok(topic);
         }
+        self.reserve_topic()?;
+        match self.topics.entry(name.to_owned()) {
+            Entry::Occupied(entry) => {
+                self.n_topics.fetch_sub(1, Ordering::AcqRel);
+                Ok(Arc::clone(entry.get()))
+            }
+            Entry::Vacant(entry) => Ok(self.create(entry, now)),
+        }
+    }
+
+    /// Like `topic`, for the cluster tail: a topic over `max_topics` is not
+    /// created; `seq` is buried under its name instead (under the map's
+    /// shard lock, as any burial), so a later creation starts past it.
+    fn topic_or_bury(&self, name: TopicStr<'_>, seq: u64, now: Instant) -> Option<Arc<Topic>> {
+        if let Some(topic) = self.lookup(name) {
+            return Some(topic);
+        }
+        match self.topics.entry(name.to_owned()) {
+            Entry::Occupied(entry) => Some(Arc::clone(entry.get())),
+            Entry::Vacant(entry) => match self.reserve_topic() {
+                Ok(()) => Some(self.create(entry, now)),
+                Err(_) => {
+                    self.graveyard.bury(entry.key(), seq, now);
+                    None
+                }
+            },
+        }
+    }
+
+    fn lookup(&self, name: TopicStr<'_>) -> Option<Arc<Topic>> {
+        self.topics
+            .get(name.as_str())
+            .map(|entry| Arc::clone(&entry))
+    }
+
+    fn reserve_topic(&self) -> Result<(), LimitReached> {
         let max = self.limits.max_topics;
         self.n_topics
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .map_err(|_| LimitReached::Topics)?;
-        let name = name.to_owned();
-        match self.topics.entry(name.clone()) {
-            Entry::Occupied(entry) => {
-                self.n_topics.fetch_sub(1, Ordering::AcqRel);
-                Ok(Arc::clone(entry.get()))
-            }
-            Entry::Vacant(entry) => {
-                // Under the shard lock, which is also held whenever this name
-                // is removed and buried.
-                let floor = self.graveyard.exhume(&name);
-                let topic = Arc::new(Topic::new(name, Arc::clone(&self.settings), floor, now));
-                entry.insert(Arc::clone(&topic));
-                self.metrics.topic_created();
-                Ok(topic)
-            }
-        }
+            .map(|_| ())
+            .map_err(|_| LimitReached::Topics)
     }
 
-    fn reserve_subscriber(&self) -> Result<Reservation<'_>, LimitReached> {
+    /// Creates the topic of a vacant entry, whose `max_topics` slot is taken.
+    fn create(
+        &self,
+        entry: dashmap::mapref::entry::VacantEntry<'_, TopicName, Arc<Topic>>,
+        now: Instant,
+    ) -> Arc<Topic> {
+        // Under the shard lock, which is also held whenever this name is
+        // removed and buried.
+        let floor = self.graveyard.exhume(entry.key());
+        let name = entry.key().clone();
+        let topic = Arc::new(Topic::new(name, Arc::clone(&self.settings), floor, now));
+        entry.insert(Arc::clone(&topic));
+        self.metrics.topic_created();
+        topic
+    }
+
+    fn reserve_subscriber(self: &Arc<Self>) -> Result<Reservation, LimitReached> {
         let max = self.limits.max_subscribers;
         self.n_subscribers
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .map(|_| Reservation(self))
+            .map(|_| Reservation(Some(Arc::clone(self))))
             .map_err(|_| LimitReached::Subscribers)
-    }
-
-    /// Gives back the slot of an open subscriber (`Reservation::open`);
-    /// called by `Subscription::drop`.
-    pub(crate) fn close_subscriber(&self) {
-        self.n_subscribers.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.subscriber_closed();
     }
 
     /// Expires old events everywhere and removes topics that have had neither
@@ -393,6 +519,23 @@ impl Registry {
             .collect()
     }
 
+    /// Cluster mode: every topic with open streams on this node, and how
+    /// many (for the reports that publish replies sum).
+    pub fn subscriber_counts(&self) -> Vec<(TopicName, usize)> {
+        self.all_topics()
+            .into_iter()
+            .filter_map(|topic| {
+                let (n_subscribers, _) = topic.occupancy();
+                (n_subscribers > 0).then(|| (topic.name().clone(), n_subscribers))
+            })
+            .collect()
+    }
+
+    /// The streams open on `topic` on this node.
+    pub fn topic_subscribers(&self, topic: TopicStr<'_>) -> usize {
+        self.lookup(topic).map_or(0, |topic| topic.occupancy().0)
+    }
+
     /// Total events and bytes buffered across topics, for `/metrics`.
     pub fn buffered(&self) -> (usize, usize) {
         let topics = self.all_topics();
@@ -403,20 +546,33 @@ impl Registry {
 
 /// One of the `max_subscribers` slots, taken by a subscribe before it
 /// registers anywhere: dropped, it gives the slot back.
-pub(crate) struct Reservation<'a>(&'a Registry);
+pub(crate) struct Reservation(Option<Arc<Registry>>);
 
-impl Reservation<'_> {
+impl Reservation {
     /// The subscription is complete: the slot now belongs to an open
-    /// subscriber, counted as such until `close_subscriber` gives it back.
-    pub(crate) fn open(self) {
-        let registry = self.0;
-        std::mem::forget(self);
+    /// subscriber, counted as such until its `OpenSlot` goes.
+    pub(crate) fn open(mut self) -> OpenSlot {
+        let registry = self.0.take().expect("a reservation opens once");
         registry.metrics.subscriber_opened();
+        OpenSlot(registry)
     }
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(registry) = self.0.take() {
+            registry.n_subscribers.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// An open subscriber's slot: dropped, it gives the slot back and counts
+/// the subscriber out.
+pub(crate) struct OpenSlot(Arc<Registry>);
+
+impl Drop for OpenSlot {
     fn drop(&mut self) {
         self.0.n_subscribers.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.subscriber_closed();
     }
 }

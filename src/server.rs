@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::ConnectionState;
 use crate::http;
@@ -54,13 +55,18 @@ pub async fn run(
         None => None,
     };
     let (trigger, shutdown) = shutdown::channel();
-    let state = app_state(config, shutdown.clone());
+    let state = app_state(config, shutdown.clone()).await?;
     let local_addr = listener.local_addr()?;
     // Before the start line: from then on a SIGHUP must not end the process.
     let reloader = tls::spawn_reloader(tls.clone());
     log_start(&state.config, local_addr);
 
     let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));
+    let cluster_tasks = state
+        .cluster
+        .as_ref()
+        .map(|cluster| cluster.spawn(shutdown.clone()))
+        .unwrap_or_default();
     let builder = Arc::new(connection_builder(&state.config));
     let graceful = GracefulShutdown::new();
     let acceptor = Acceptor {
@@ -98,11 +104,17 @@ pub async fn run(
     }
     sweeper.abort();
     reloader.abort();
+    if let Some(cluster) = &state.cluster {
+        cluster.leave().await;
+    }
+    cluster_tasks.iter().for_each(|task| task.abort());
     tracing::info!("shutdown complete");
     Ok(())
 }
 
-pub(crate) fn app_state(config: Config, shutdown: Shutdown) -> AppState {
+/// Builds the shared state; in cluster mode, joins the cluster first (a
+/// node that cannot is refused with one line saying why).
+pub(crate) async fn app_state(config: Config, shutdown: Shutdown) -> io::Result<AppState> {
     let metrics = Arc::new(Metrics::new());
     metrics.set_limits(config.max_subscribers, config.max_topics);
     let limits = Limits {
@@ -119,7 +131,15 @@ pub(crate) fn app_state(config: Config, shutdown: Shutdown) -> AppState {
         RunEpoch::generate(),
         Arc::clone(&metrics),
     ));
-    AppState::new(Shared {
+    let cluster = match config.cluster.redis_url {
+        None => None,
+        Some(_) => Some(
+            Cluster::start(&config, Arc::clone(&registry), Arc::clone(&metrics))
+                .await
+                .map_err(io::Error::other)?,
+        ),
+    };
+    Ok(AppState::new(Shared {
         retry_frame: retry_frame(config.retry),
         stream_settings: StreamSettings {
             heartbeat_interval: config.heartbeat_interval,
@@ -130,7 +150,8 @@ pub(crate) fn app_state(config: Config, shutdown: Shutdown) -> AppState {
         metrics,
         shutdown,
         status_viewers: crate::status::Viewers::default(),
-    })
+        cluster,
+    }))
 }
 
 fn log_start(config: &Config, local_addr: SocketAddr) {
@@ -144,6 +165,7 @@ fn log_start(config: &Config, local_addr: SocketAddr) {
         max_topics = config.max_topics,
         heartbeat_interval = ?config.heartbeat_interval,
         write_timeout = ?config.write_timeout,
+        cluster = config.cluster.redis_url.is_some(),
         "ssegate listening"
     );
 }
@@ -285,7 +307,7 @@ async fn serve_plain(accepted: Accepted) {
             return;
         }
         Peek::Subscribe { request, head_len } => {
-            direct::open(&request, head_len, &accepted.state, &accepted.connection)
+            direct::open(&request, head_len, &accepted.state, &accepted.connection).await
         }
         Peek::Other => None,
     };
@@ -307,11 +329,12 @@ async fn serve_plain(accepted: Accepted) {
         accepted_at,
     );
     match opened {
-        Some(opened) => {
+        Some(direct::Answer::Stream(opened)) => {
             // Held until the stream ends, so the shutdown drain waits for it.
             let _watcher = watcher;
             opened.serve(io).await;
         }
+        Some(direct::Answer::Refused(refusal)) => refusal.serve(io).await,
         // Boxed, so that a direct stream's task carries a pointer here rather
         // than room for hyper's connection state.
         None => Box::pin(serve_connection(builder, io, state, connection, watcher)).await,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -30,6 +31,8 @@ pub struct Shared {
     pub stream_settings: StreamSettings,
     /// Open status-page feeds (`status`).
     pub status_viewers: Viewers,
+    /// Cluster mode: publishes go to Redis, resumes may read from it.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl AppState {
@@ -37,8 +40,16 @@ impl AppState {
         AppState(Arc::new(shared))
     }
 
-    pub fn is_ready(&self) -> bool {
-        !self.shutdown.is_shutdown()
+    /// Why this node should not get new subscribers now, if it should not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.shutdown.is_shutdown() {
+            return Some("shutting down");
+        }
+        let lagging = self
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| !cluster.is_ready());
+        lagging.then_some("delivery lags Redis by more than cluster.max_tail_lag")
     }
 }
 

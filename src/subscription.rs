@@ -24,17 +24,42 @@ use std::task::Waker;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use crate::registry::{Registry, Reservation};
+use crate::registry::{OpenSlot, Registry, Reservation};
 use crate::sink::Sink;
 use crate::topic::Topic;
-use crate::topic::ring::Chunk;
+use crate::topic::ring::{Chunk, Ring, StoredEvent};
 
 /// One topic of a subscription and the subscriber's waiter slot on it.
 pub struct Subscribed {
     pub topic: Arc<Topic>,
     pub key: usize,
+    /// Events of this topic up to here are in the subscription's `replay`
+    /// (cluster mode: read from Redis), so the ring's floor may be this high
+    /// without a loss.
+    covered_through: u64,
 }
 
+impl Subscribed {
+    pub fn new(topic: Arc<Topic>, key: usize) -> Subscribed {
+        Subscribed {
+            topic,
+            key,
+            covered_through: 0,
+        }
+    }
+}
+
+/// Events a subscription replays from elsewhere than its topics' rings (a
+/// cluster node reads what its own rings no longer hold from Redis), merged
+/// with the rings' events in id order.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Per topic, in the order subscribed: the sequence number up to which
+    /// `events` hold every event of that topic after the start (0: none).
+    pub covered_through: Vec<u64>,
+    /// Sequence numbers and frames, in order.
+    pub events: Vec<(u64, Bytes)>,
+}
 /// The outcome of one read.
 #[derive(Debug)]
 pub enum Batch {
@@ -50,6 +75,9 @@ pub enum Batch {
     Idle,
     /// Events this subscriber still needed were evicted: end the stream.
     Lagged,
+    /// The node lost its place in the cluster's shared log: end the stream
+    /// (the client resumes exactly from Redis, or learns of a loss).
+    Reset,
 }
 
 impl Batch {
@@ -67,7 +95,11 @@ impl Batch {
 /// unregisters it from its topics and gives its subscriber slot back.
 pub struct Subscription {
     topics: Registered,
+    /// Dropped after `topics` unregistered: gives the subscriber slot back.
+    _slot: OpenSlot,
     position: Position,
+    /// What `Replay` brought, as a ring of its own, until read.
+    replay: Option<Ring>,
 }
 
 /// The topics a subscription is registered on; unregisters them on drop,
@@ -186,8 +218,13 @@ impl Position {
     /// and the stream must end. Losses found before the stream's first write
     /// join its opening `gap` instead: the client has not been told anything
     /// yet, so it can still be told the truth without a reconnect.
-    fn must_drop(&mut self, floor: u64) -> bool {
-        if floor <= self.cursor.max(self.acknowledged_floor) {
+    fn must_drop(&mut self, floor: u64, covered_through: u64) -> bool {
+        if floor
+            <= self
+                .cursor
+                .max(self.acknowledged_floor)
+                .max(covered_through)
+        {
             return false;
         }
         if self.opened_stream {
@@ -205,17 +242,34 @@ impl Position {
 
 impl Subscription {
     /// The subscription of `topics`, starting at `start`, holding the
-    /// subscriber slot `reservation` (now counted as open). `resume_id` is
-    /// the id the client gave (empty for none), echoed by a `gap`.
+    /// subscriber slot `reservation` (now counted as open), with `replay`
+    /// merged into what it reads. `resume_id` is the id the client gave
+    /// (empty for none), echoed by a `gap`.
     pub(crate) fn open(
         reservation: Reservation,
-        topics: Registered,
+        mut topics: Registered,
         start: Start,
         resume_id: String,
+        replay: Replay,
     ) -> Subscription {
-        reservation.open();
+        for (subscribed, covered) in topics.topics.iter_mut().zip(replay.covered_through) {
+            subscribed.covered_through = covered;
+        }
+        let replay = (!replay.events.is_empty()).then(|| {
+            let mut ring = Ring::new(replay.events.len(), usize::MAX, 0);
+            let now = Instant::now();
+            for (seq, frame) in replay.events {
+                ring.push(StoredEvent {
+                    seq,
+                    published_at: now,
+                    frame,
+                });
+            }
+            ring
+        });
         Subscription {
             topics,
+            _slot: reservation.open(),
             position: Position {
                 cursor: start.cursor,
                 acknowledged_floor: start.acknowledged_floor,
@@ -225,6 +279,7 @@ impl Subscription {
                 parked_at_head: false,
                 opened_stream: false,
             },
+            replay,
         }
     }
 
@@ -279,14 +334,16 @@ impl Subscription {
     /// least one event), or parks `waker` on every topic when there is nothing.
     pub fn next_batch(&mut self, waker: &Waker, max_bytes: usize) -> Batch {
         match self.topics.topics.len() {
-            1 => self.next_batch_single(waker, max_bytes),
+            1 if self.replay.is_none() => self.next_batch_single(waker, max_bytes),
             _ => self.next_batch_merged(waker, max_bytes),
         }
     }
 
     /// One topic: its ring is already in publish order, no merge needed.
     fn next_batch_single(&mut self, waker: &Waker, max_bytes: usize) -> Batch {
-        let Subscription { topics, position } = self;
+        let Subscription {
+            topics, position, ..
+        } = self;
         let subscribed = &topics.topics[0];
         // The waker parked with the last read is still in the topic (only an
         // append takes it, and an append moves `last_seq`; shutdown's
@@ -297,8 +354,8 @@ impl Subscription {
         }
         position.parked_at_head = false;
         let mut view = subscribed.topic.view();
-        if position.must_drop(view.ring().floor()) {
-            return Batch::Lagged;
+        if position.must_drop(view.ring().floor(), subscribed.covered_through) {
+            return dropped(&topics.registry, position);
         }
         // Most polls find nothing new: answer that without a search.
         let newest = view.ring().last_seq().unwrap_or(0);
@@ -324,27 +381,40 @@ impl Subscription {
         Batch::of(chunk)
     }
 
-    /// Several topics: collect up to `upto` from each, merge by sequence.
+    /// Several topics, or a replay still to merge in: collect up to `upto`
+    /// from each ring, merge by sequence.
     fn next_batch_merged(&mut self, waker: &Waker, max_bytes: usize) -> Batch {
-        let Subscription { topics, position } = self;
+        let Subscription {
+            topics,
+            position,
+            replay,
+            ..
+        } = self;
         loop {
             let upto = topics.registry.sequence().last();
             let mut collected: Vec<(u64, Bytes)> = Vec::new();
             // Every event with `seq <= limit` of every topic is in `collected`.
             let mut limit = upto;
             let mut newer_than_upto = false;
-            for subscribed in topics.topics.iter() {
-                let mut view = subscribed.topic.view();
-                let ring = view.ring();
-                if position.must_drop(ring.floor()) {
-                    return Batch::Lagged;
-                }
-                let n_before = collected.len();
-                let mut take = ring.take_after(position.cursor, upto, max_bytes);
+            let cursor = position.cursor;
+            let mut take = |ring: &Ring, collected: &mut Vec<(u64, Bytes)>| {
+                let mut take = ring.take_after(cursor, upto, max_bytes);
                 collected.extend(take.by_ref().map(|event| (event.seq, event.frame.clone())));
                 if take.was_cut() {
                     limit = limit.min(collected.last().map_or(upto, |(seq, _)| *seq));
                 }
+            };
+            if let Some(replay) = replay {
+                take(replay, &mut collected);
+            }
+            for subscribed in topics.topics.iter() {
+                let mut view = subscribed.topic.view();
+                let ring = view.ring();
+                if position.must_drop(ring.floor(), subscribed.covered_through) {
+                    return dropped(&topics.registry, position);
+                }
+                let n_before = collected.len();
+                take(ring, &mut collected);
                 newer_than_upto |= ring.last_seq().is_some_and(|last| last > upto);
                 if collected.len() == n_before {
                     view.park(subscribed.key, waker);
@@ -356,19 +426,27 @@ impl Subscription {
                     continue;
                 }
                 position.cursor = position.cursor.max(upto);
+                *replay = None;
                 return Batch::Idle;
             }
             collected.sort_unstable_by_key(|(seq, _)| *seq);
-            return take_merged(position, collected, limit, max_bytes);
+            let batch = take_merged(position, collected, limit, max_bytes);
+            if replay
+                .as_ref()
+                .is_some_and(|ring| ring.last_seq().is_none_or(|last| last <= position.cursor))
+            {
+                *replay = None;
+            }
+            return batch;
         }
     }
 }
 
-impl Drop for Subscription {
-    /// Gives the subscriber slot back; the topics unregister right after
-    /// (`Registered`).
-    fn drop(&mut self) {
-        self.topics.registry.close_subscriber();
+/// Why a subscription that must drop does: the node's reset, or its lag.
+fn dropped(registry: &Registry, position: &Position) -> Batch {
+    match position.cursor < registry.last_reset() {
+        true => Batch::Reset,
+        false => Batch::Lagged,
     }
 }
 
@@ -580,7 +658,7 @@ mod tests {
                     seen.push_str(&String::from_utf8_lossy(&frames));
                 }
                 Batch::Idle => break,
-                Batch::Lagged => panic!("nothing was evicted"),
+                Batch::Lagged | Batch::Reset => panic!("nothing was evicted"),
             }
         }
         let data: Vec<&str> = seen

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::connection::{ConnectionState, InFlight, OpenSubscription};
-use crate::http::{Endpoint, cors, subscribe};
+use crate::http::{Endpoint, cors, reply, subscribe};
 use crate::io::DeadlineIo;
 use crate::sink::{Claim, Handover, SharedSocket, Sink};
 use crate::sse::stream::EventStream;
@@ -148,18 +148,39 @@ pub struct Opened {
     _open_subscription: OpenSubscription,
 }
 
-/// Opens the subscription `request` asks for. `None` when it is refused: the
-/// head is still on the socket, and hyper will answer it.
-pub fn open(
+/// What a peeked subscribe gets on this path.
+// `Opened` moves into the stream's task as it is; boxing it for the sake of
+// a rare refusal would cost every direct stream an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Answer {
+    Stream(Opened),
+    /// A temporary refusal for an `EventSource` (see
+    /// `reply::temporary_refusal`), written here rather than left to hyper,
+    /// which would try (and wait) all over again.
+    Refused(Box<Refusal>),
+}
+
+/// A temporary refusal's complete response, for the request head of
+/// `head_len` bytes still on the socket.
+pub struct Refusal {
+    response: Bytes,
+    head_len: usize,
+    _in_flight: InFlight,
+}
+
+/// Opens the subscription `request` asks for. `None` when it is refused
+/// (but for a temporary refusal to an `EventSource`): the head is still on
+/// the socket, and hyper will answer it.
+pub async fn open(
     request: &Parts,
     head_len: usize,
     state: &AppState,
     connection: &Arc<ConnectionState>,
-) -> Option<Opened> {
+) -> Option<Answer> {
     let Some(Endpoint::Subscribe(path_topic)) = Endpoint::of(request.uri.path()) else {
         return None;
     };
-    let stream = subscribe::open(request, path_topic, state).ok()?;
+    let opened = subscribe::open(request, path_topic, state).await;
     let mut headers = HeaderMap::new();
     for (name, value) in subscribe::STREAM_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
@@ -167,14 +188,41 @@ pub fn open(
     if let Some(allow) = cors::allow_origin(&request.headers, &state.config.cors_allowed_origins) {
         cors::decorate(&mut headers, &allow);
     }
+    let stream = match opened {
+        Ok(stream) => stream,
+        Err(err) if err.is_temporary_for_streams() && subscribe::wants_event_stream(request) => {
+            tracing::warn!(status = 200, reason = %err, "subscribe refused for now");
+            state.metrics.response_sent("200");
+            let mut response = BytesMut::from(&response_head(&headers)[..]);
+            response.extend_from_slice(&reply::refusal_body(&err, state.config.retry));
+            return Some(Answer::Refused(Box::new(Refusal {
+                response: response.freeze(),
+                head_len,
+                _in_flight: connection.request_started(false),
+            })));
+        }
+        Err(_) => return None,
+    };
     state.metrics.response_sent("200");
-    Some(Opened {
+    Some(Answer::Stream(Opened {
         stream,
         response_head: response_head(&headers),
         head_len,
         _in_flight: connection.request_started(false),
         _open_subscription: connection.subscription_opened(),
-    })
+    }))
+}
+
+impl Refusal {
+    /// Consumes the request head, writes the response, closes.
+    pub async fn serve(self, mut io: DeadlineIo<TcpStream>) {
+        let mut request_head = vec![0u8; self.head_len];
+        if io.read_exact(&mut request_head).await.is_ok()
+            && io.write_all(&self.response).await.is_ok()
+        {
+            let _ = io.shutdown().await;
+        }
+    }
 }
 
 /// `200 OK` with `headers`, the body ending when the connection closes.

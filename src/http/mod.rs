@@ -167,7 +167,7 @@ async fn dispatch(
             }),
         },
         (Endpoint::Subscribe(topic), Method::GET) => {
-            subscribe::handle(head, topic, state, connection)
+            subscribe::handle(head, topic, state, connection).await
         }
         (Endpoint::Publish(_) | Endpoint::Subscribe(_), Method::OPTIONS) => cors::preflight(
             &head.headers,

@@ -16,11 +16,12 @@ pub fn healthz() -> HttpResponse {
     reply::text(StatusCode::OK, "ok")
 }
 
-/// `200` while subscribers are accepted, `503` once shutdown has started.
+/// `200` while subscribers are accepted, `503` once shutdown has started
+/// (or, in cluster mode, while this node's delivery lags Redis).
 pub fn readyz(state: &AppState) -> HttpResponse {
-    match state.is_ready() {
-        true => reply::text(StatusCode::OK, "ready"),
-        false => reply::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+    match state.not_ready() {
+        None => reply::text(StatusCode::OK, "ready"),
+        Some(reason) => reply::text(StatusCode::SERVICE_UNAVAILABLE, reason),
     }
 }
 
@@ -68,7 +69,9 @@ mod tests {
     #[tokio::test]
     async fn readiness_flips_when_shutdown_starts_and_health_does_not() {
         let (trigger, shutdown) = crate::shutdown::channel();
-        let state = crate::server::app_state(Config::default(), shutdown);
+        let state = crate::server::app_state(Config::default(), shutdown)
+            .await
+            .expect("single node");
         assert_eq!(readyz(&state).status(), StatusCode::OK);
         trigger.trigger();
         assert_eq!(readyz(&state).status(), StatusCode::SERVICE_UNAVAILABLE);

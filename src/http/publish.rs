@@ -54,7 +54,7 @@ pub async fn handle(
     match format {
         BodyFormat::Ndjson => {
             let events = batch::parse_ndjson(text, config.buffer_events)?;
-            publish_batch(topic, event_type.as_deref(), &events, state)
+            publish_batch(topic, event_type.as_deref(), &events, state).await
         }
         BodyFormat::Json => match batch::parse_envelope(text) {
             // One event, so its errors are the raw body's, without a line.
@@ -68,24 +68,39 @@ pub async fn handle(
                     });
                 }
                 let event_type = event.event_type.as_deref().or(event_type.as_deref());
-                publish_one(topic, event_type, &event.data, state)
+                publish_one(topic, event_type, &event.data, state).await
             }
             // Not an envelope: the contract's verbatim body, with its limit.
             None if text.len() > config.max_event_bytes => Err(ApiError::BodyTooLarge {
                 max: config.max_event_bytes,
             }),
-            None => publish_one(topic, event_type.as_deref(), text, state),
+            None => publish_one(topic, event_type.as_deref(), text, state).await,
         },
-        BodyFormat::Plain => publish_one(topic, event_type.as_deref(), text, state),
+        BodyFormat::Plain => publish_one(topic, event_type.as_deref(), text, state).await,
     }
 }
 
-fn publish_one(
+async fn publish_one(
     topic: TopicStr<'_>,
     event_type: Option<&str>,
     data: &str,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(cluster) = &state.cluster {
+        let started = tokio::time::Instant::now();
+        let published = cluster
+            .publish(topic, &[NewEvent { event_type, data }])
+            .await
+            .map_err(ApiError::ClusterPublish)?;
+        state.metrics.event_published(started.elapsed());
+        let id = published.ids.first().map_or("", String::as_str);
+        let body = serde_json::json!({
+            "id": id,
+            "topic": topic.as_str(),
+            "subscribers": published.n_subscribers,
+        });
+        return Ok(reply::json(StatusCode::OK, body.to_string()));
+    }
     let published = state.registry.publish(topic, event_type, data)?;
     // Written by hand, on the publish hot path: the id is hex digits and a
     // dash, the topic's alphabet has nothing JSON would escape, and the
@@ -99,7 +114,7 @@ fn publish_one(
 
 /// Validates every line before anything is published, then publishes them
 /// in one step; answers with every id, in order.
-fn publish_batch(
+async fn publish_batch(
     topic: TopicStr<'_>,
     default_type: Option<&str>,
     events: &[(usize, JsonEvent)],
@@ -116,16 +131,33 @@ fn publish_batch(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let published = state.registry.publish_batch(topic, &new_events)?;
-    let ids: Vec<&str> = published
-        .ids
-        .iter()
-        .map(|id| std::str::from_utf8(id).unwrap_or_default())
-        .collect();
+    let (ids, n_subscribers) = match &state.cluster {
+        Some(cluster) => {
+            state.registry.check_cluster_batch(&new_events)?;
+            let started = tokio::time::Instant::now();
+            let published = cluster
+                .publish(topic, &new_events)
+                .await
+                .map_err(ApiError::ClusterPublish)?;
+            state
+                .metrics
+                .batch_published(published.ids.len(), started.elapsed());
+            (published.ids, published.n_subscribers as usize)
+        }
+        None => {
+            let published = state.registry.publish_batch(topic, &new_events)?;
+            let ids = published
+                .ids
+                .iter()
+                .map(|id| String::from_utf8_lossy(id).into_owned())
+                .collect();
+            (ids, published.n_subscribers)
+        }
+    };
     let body = serde_json::json!({
         "ids": ids,
         "topic": topic.as_str(),
-        "subscribers": published.n_subscribers,
+        "subscribers": n_subscribers,
     });
     Ok(reply::json(StatusCode::OK, body.to_string()))
 }

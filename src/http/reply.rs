@@ -36,6 +36,28 @@ pub fn empty(status: StatusCode) -> HttpResponse {
     response
 }
 
+/// A temporary refusal as an `EventSource` understands it: `200` with the
+/// stream headers, a `retry:` field, a comment naming the reason, and the
+/// end of the stream, so that it comes back by itself (a `503` would end it
+/// for good). The delay is `retry` with up to ±50% jitter, so that a crowd
+/// refused at once does not return at once.
+pub fn temporary_refusal(err: &ApiError, state: &crate::state::AppState) -> HttpResponse {
+    let mut response = Response::new(ResponseBody::full(refusal_body(err, state.config.retry)));
+    for (name, value) in crate::http::subscribe::STREAM_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The body of `temporary_refusal`.
+pub fn refusal_body(err: &ApiError, retry: std::time::Duration) -> bytes::Bytes {
+    let jitter = (crate::id::unique_u64() % 1001) as f64 / 1000.0 + 0.5;
+    let retry_ms = (retry.as_millis() as f64 * jitter).round() as u64;
+    bytes::Bytes::from(format!("retry: {retry_ms}\n\n: {err}\n\n"))
+}
+
 /// The response for a refused request, with the headers its status implies.
 pub fn error(err: &ApiError) -> HttpResponse {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);

@@ -12,7 +12,7 @@ use crate::connection::ConnectionState;
 use crate::error::ApiError;
 use crate::http::body::ResponseBody;
 use crate::http::query;
-use crate::http::reply::HttpResponse;
+use crate::http::reply::{self, HttpResponse};
 use crate::sse::stream::EventStream;
 use crate::state::AppState;
 use crate::topic::name::TopicName;
@@ -28,13 +28,19 @@ pub const STREAM_HEADERS: [(header::HeaderName, &str); 3] = [
 
 /// Answers a subscribe through hyper: `200` with the `EventStream` as body.
 /// `path_topic` is what follows `/subscribe/`, `None` for bare `/subscribe`.
-pub fn handle(
+pub async fn handle(
     req: &Parts,
     path_topic: Option<&str>,
     state: &AppState,
     connection: &Arc<ConnectionState>,
 ) -> Result<HttpResponse, ApiError> {
-    let stream = open(req, path_topic, state)?;
+    let stream = match open(req, path_topic, state).await {
+        Ok(stream) => stream,
+        Err(err) if err.is_temporary_for_streams() && wants_event_stream(req) => {
+            return Ok(reply::temporary_refusal(&err, state));
+        }
+        Err(err) => return Err(err),
+    };
     let mut response = Response::new(ResponseBody::events(
         stream,
         connection.subscription_opened(),
@@ -49,7 +55,7 @@ pub fn handle(
 
 /// Validates a subscribe request and opens its subscription; shared by the
 /// hyper path and `http::direct`.
-pub fn open(
+pub async fn open(
     req: &Parts,
     path_topic: Option<&str>,
     state: &AppState,
@@ -63,10 +69,16 @@ pub fn open(
         state.config.max_topics_per_subscription,
     )?;
     let resume_id = resume_id(req)?;
-    let subscription = state
-        .registry
-        .subscribe(&topics, resume_id.as_deref())
-        .map_err(ApiError::from)?;
+    let subscription = match &state.cluster {
+        None => state
+            .registry
+            .subscribe(&topics, resume_id.as_deref())
+            .map_err(ApiError::from)?,
+        Some(cluster) => cluster
+            .subscribe(&topics, resume_id.as_deref())
+            .await
+            .map_err(ApiError::from)?,
+    };
     Ok(EventStream::new(
         subscription,
         state.retry_frame.clone(),
@@ -74,6 +86,16 @@ pub fn open(
         state.shutdown.clone(),
         Arc::clone(&state.metrics),
     ))
+}
+
+/// Whether the client is an `EventSource` (or acts like one): it sends
+/// `Accept: text/event-stream`, and treats any status but 200 as final.
+pub fn wants_event_stream(req: &Parts) -> bool {
+    req.headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.to_ascii_lowercase().contains("text/event-stream"))
 }
 
 /// The distinct topics of the request, validated, in the order given.

@@ -69,6 +69,14 @@ pub fn event_template(id_len: usize, event_type: Option<&str>, data: &str) -> Fr
     FrameTemplate { buf, id_at, id_len }
 }
 
+/// An event's frame without its `id:` line (`event:` when a type is given,
+/// the `data:` lines, the blank line): what a cluster node stores in Redis,
+/// every node adding the id the log gave it.
+pub fn event_body(event_type: Option<&str>, data: &str) -> Bytes {
+    let template = event_template(0, event_type, data);
+    template.buf.freeze().slice("id: \n".len()..)
+}
+
 /// Encodes a complete event frame in one call (tests; the server patches ids
 /// into templates instead).
 #[cfg(test)]
@@ -157,6 +165,15 @@ mod tests {
         check(None, "\r", "id: 7\ndata: \ndata: \n\n");
         check(None, " lead", "id: 7\ndata:  lead\n\n");
         check(None, "ünï 😀", "id: 7\ndata: ünï 😀\n\n");
+    }
+
+    #[test]
+    fn a_body_is_the_frame_without_its_id_line() {
+        for (event_type, data) in [(None, "a\r\nb"), (Some("price"), ""), (None, "ünï")] {
+            let frame = event_frame("7", event_type, data);
+            let body = event_body(event_type, data);
+            assert_eq!(&frame["id: 7\n".len()..], &body[..]);
+        }
     }
 
     #[test]

@@ -91,6 +91,15 @@ impl EventStream {
                 };
                 Poll::Ready(Some(self.wrote(chunk)))
             }
+            Batch::Reset => {
+                self.finished = true;
+                tracing::info!(
+                    topics = ?self.subscription.topic_names(),
+                    "ended stream: this node lost its place in the cluster's shared log; \
+                     the client resumes from Redis"
+                );
+                Poll::Ready(None)
+            }
             Batch::Lagged => {
                 self.finished = true;
                 self.metrics.subscribers_dropped(DropReason::Lagged, 1);

@@ -77,6 +77,25 @@ impl NewFrame for FrameTemplate {
     }
 }
 
+/// An event numbered already, by the cluster's shared log: appending it
+/// moves the node's sequence up to its number.
+#[derive(Debug, Clone)]
+pub struct Numbered {
+    pub seq: u64,
+    pub frame: Bytes,
+}
+
+impl NewFrame for Numbered {
+    fn len(&self) -> usize {
+        self.frame.len()
+    }
+
+    fn number(self, sequence: &Sequence) -> (u64, Bytes) {
+        sequence.observe(self.seq);
+        (self.seq, self.frame)
+    }
+}
+
 /// Events to append in one step, and their total size.
 #[derive(Debug)]
 pub struct Frames<I> {
@@ -111,9 +130,10 @@ impl<F: NewFrame> Frames<std::vec::IntoIter<F>> {
 pub struct Topic {
     name: TopicName,
     settings: Arc<TopicSettings>,
-    /// The sequence number of the newest event, stored under the lock after
-    /// each append. A parked subscriber compares it with its cursor to learn,
-    /// without the lock, that nothing new has come (see `Subscription`).
+    /// The sequence number of the newest event (or of a `clear`'s floor),
+    /// stored under the lock after each change. A parked subscriber compares
+    /// it with its cursor to learn, without the lock, that nothing new has
+    /// come (see `Subscription`).
     last_seq: AtomicU64,
     state: Mutex<TopicState>,
 }
@@ -320,6 +340,20 @@ impl Topic {
     /// Locks the topic for a subscriber's read.
     pub fn view(&self) -> TopicView<'_> {
         TopicView(self.lock())
+    }
+
+    /// Drops every buffered event and raises the ring's floor to `floor`,
+    /// then wakes every parked subscriber: each one behind the floor ends
+    /// its stream at its next read (see `Registry::reset`).
+    pub fn clear(&self, floor: u64) {
+        let wakers = {
+            let mut state = self.lock();
+            self.settings.buffer.release(state.ring.clear(floor));
+            self.last_seq
+                .fetch_max(state.ring.floor(), Ordering::AcqRel);
+            state.take_wakers(Parked::Wake)
+        };
+        self.wake(wakers);
     }
 
     /// Wakes every parked subscriber, e.g. so that it notices shutdown.

@@ -113,6 +113,17 @@ impl Ring {
         }
     }
 
+    /// Drops every event and raises the floor to at least `floor`: the ring
+    /// vouches for nothing up to it (a cluster node that lost its place in
+    /// the shared log). Returns the bytes freed.
+    pub fn clear(&mut self, floor: u64) -> usize {
+        let n_freed = self.n_bytes;
+        self.floor = self.high_water().max(floor);
+        self.events.clear();
+        self.n_bytes = 0;
+        n_freed
+    }
+
     /// The highest sequence number that may have been lost from this ring.
     pub fn floor(&self) -> u64 {
         self.floor
@@ -402,6 +413,20 @@ mod tests {
             (vec![4, 6], 0)
         );
         assert_eq!(ring.first_seq_after(4), Some(6));
+    }
+
+    #[test]
+    fn clearing_drops_everything_and_raises_the_floor() {
+        let now = Instant::now();
+        let mut ring = Ring::new(8, usize::MAX, 0);
+        ring.push(event(3, now));
+        ring.push(event(5, now));
+        assert_eq!(ring.clear(4), 2 * FRAME);
+        assert_eq!((ring.len(), ring.n_bytes(), ring.floor()), (0, 0, 5));
+        ring.clear(9);
+        assert_eq!(ring.floor(), 9);
+        ring.push(event(10, now));
+        assert_eq!(seqs_after(&ring, 9), vec![10]);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! (`eventsource-stream`). Each `tests/*.rs` file uses part of it.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};

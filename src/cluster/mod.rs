@@ -1,0 +1,723 @@
+//! Cluster mode: several nodes on one Redis acting as one gateway.
+//!
+//! Redis Streams hold the truth (see `scripts` for the keys): a publish is
+//! one atomic script that appends the event to the shared log (Redis gives
+//! the id) and to the topic's own stream, and answers only once Redis has
+//! it. Every node tails the log (`tail`) into its local rings, its own
+//! publishes included, so ring order is log order on every node and the
+//! single-node read, fan-out and seam code serves the streams unchanged. A
+//! resume the rings cannot serve reads the topic's stream (`replay`), with a
+//! gap proof; a node that loses its place in the log (Redis restarted empty,
+//! lost acknowledged events, or trimmed past a node that was away) resets
+//! its rings and ends its streams, so that clients learn the truth from
+//! Redis. A reporter (`report`) shares each node's open streams and watches
+//! the tail's lag.
+//!
+//! Knows nothing about HTTP: the handlers call `publish` and `subscribe`.
+
+mod ids;
+mod replay;
+mod report;
+mod scripts;
+mod tail;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::config::{Config, redacted_url};
+use crate::metrics::{ClusterPublishError, Metrics};
+use crate::registry::{NewEvent, Registry};
+use crate::shutdown::Shutdown;
+use crate::sse::encode::event_body;
+use crate::subscription::{Replay, Resume, Start, Subscription};
+use crate::topic::name::{TopicName, TopicStr};
+use ids::{Epoch, IdMap, StreamId};
+use replay::{Judged, judge};
+use scripts::Keys;
+
+/// Redis older than this lacks `XADD ... MINID` and exclusive ranges.
+const MIN_REDIS_VERSION: (u32, u32) = (6, 2);
+/// How long start-up waits for Redis to answer before giving up.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Seconds a refused publish or subscribe is told to wait: Redis usually
+/// comes back within seconds.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// A running node's share of the cluster.
+pub struct Cluster {
+    settings: Settings,
+    keys: Keys,
+    client: redis::Client,
+    /// Publishes, replays and reports (the tail has its own connection).
+    conn: ConnectionManager,
+    scripts: Scripts,
+    /// The current epoch and its id mapping; the tail changes it, publishes
+    /// and resumes wait on it.
+    ids: watch::Sender<IdMap>,
+    /// The sequence number of the newest event the tail has appended (or
+    /// of its last reset): resumes from ahead of it wait on it.
+    tail_progress: watch::Sender<u64>,
+    /// The tail's position in the log, as a packed stream id, for the lag
+    /// and for the publish script's loss check.
+    tail_cursor: AtomicU64,
+    /// Asks the tail to check the log now (a publish found another epoch).
+    check_requested: Notify,
+    /// Whether Redis answered the last report.
+    engine_up: AtomicBool,
+    /// How far the tail is behind the newest event, in ms of Redis ids.
+    tail_lag_ms: AtomicU64,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+/// The configuration a node uses in cluster mode.
+#[derive(Debug, Clone)]
+struct Settings {
+    buffer_events: usize,
+    buffer_ttl_ms: u64,
+    log_max_events: usize,
+    publish_timeout: Duration,
+    replay_timeout: Duration,
+    max_tail_lag: Duration,
+    tail_block: Duration,
+    report_period: Duration,
+    node_id: String,
+}
+
+struct Scripts {
+    init: redis::Script,
+    bump_epoch: redis::Script,
+    check: redis::Script,
+    publish: redis::Script,
+    replay: redis::Script,
+    report: redis::Script,
+}
+
+/// What a node cannot start with: one line, naming the key to change.
+#[derive(Debug)]
+pub struct StartError(String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A publish Redis did not store, or may not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishError {
+    /// No answer within `publish_timeout`: stored or not, no one knows.
+    Timeout,
+    /// Redis cannot be reached.
+    Unreachable,
+    /// Redis is at `maxmemory` (`noeviction`): nothing was stored.
+    OutOfMemory,
+    /// Redis lost data or changed epoch, and the node has not caught up in
+    /// time: nothing was stored.
+    EpochChanged,
+    /// Any other error from Redis.
+    Failed,
+}
+
+/// A subscribe that needs Redis, which did not answer in time: a
+/// temporary refusal (the client comes back with the same id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayUnavailable;
+
+/// What a publish tells the publisher.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// One id per event, in order.
+    pub ids: Vec<String>,
+    /// Open streams over every node, as last reported.
+    pub n_subscribers: u64,
+}
+
+impl Cluster {
+    /// Connects to Redis and checks that this node may join: Redis 6.2 or
+    /// newer, the same `buffer_events` and `buffer_ttl` as the cluster, and
+    /// (a warning only) `maxmemory-policy noeviction`. The registry starts
+    /// at the log's end: everything before is Redis's to replay.
+    pub async fn start(
+        config: &Config,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Cluster>, StartError> {
+        let url = config.cluster.redis_url.as_deref().unwrap_or_default();
+        let shown_url = redacted_url(url);
+        let client = redis::Client::open(url)
+            .map_err(|err| StartError(format!("invalid cluster.redis_url {shown_url}: {err}")))?;
+        let settings = Settings::of(config);
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(settings.publish_timeout.max(settings.replay_timeout)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let unreachable = |err: &dyn std::fmt::Display| {
+            StartError(format!(
+                "cannot reach Redis at {shown_url} (cluster.redis_url): {err}"
+            ))
+        };
+        let mut conn = tokio::time::timeout(
+            START_TIMEOUT,
+            ConnectionManager::new_with_config(client.clone(), manager_config),
+        )
+        .await
+        .map_err(|elapsed| unreachable(&elapsed))?
+        .map_err(|err| unreachable(&err))?;
+        check_version(&mut conn, &shown_url).await?;
+        check_eviction_policy(&mut conn).await;
+        let keys = Keys::new(&config.cluster.prefix);
+        let scripts = Scripts::new();
+        let (epoch, last) = join(&mut conn, &scripts, &keys, &settings).await?;
+        let ids = IdMap::new(epoch);
+        let floor = ids.seq(last).unwrap_or(0);
+        registry.reset(floor);
+        metrics.cluster_started();
+        tracing::info!(
+            redis = %shown_url,
+            prefix = %config.cluster.prefix,
+            epoch = %epoch,
+            node = %settings.node_id,
+            log_end = %last,
+            "cluster mode: joined"
+        );
+        Ok(Arc::new(Cluster {
+            keys,
+            client,
+            conn,
+            scripts,
+            ids: watch::Sender::new(ids),
+            tail_progress: watch::Sender::new(floor),
+            tail_cursor: AtomicU64::new(last.pack().unwrap_or(0)),
+            check_requested: Notify::new(),
+            engine_up: AtomicBool::new(true),
+            tail_lag_ms: AtomicU64::new(0),
+            registry,
+            metrics,
+            settings,
+        }))
+    }
+
+    /// Starts the tail and the reporter; both end at shutdown.
+    pub fn spawn(self: &Arc<Self>, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+        let start = StreamId::unpack(self.tail_cursor.load(Ordering::SeqCst));
+        vec![
+            tokio::spawn(tail::run(Arc::clone(self), start, shutdown.clone())),
+            tokio::spawn(report::run(Arc::clone(self), shutdown)),
+        ]
+    }
+
+    /// Whether this node should get new subscribers: not while its tail
+    /// lags Redis by more than `max_tail_lag` and Redis answers (with Redis
+    /// down, every node is as good as another, and their streams are kept).
+    pub fn is_ready(&self) -> bool {
+        let lag = Duration::from_millis(self.tail_lag_ms.load(Ordering::Relaxed));
+        !(self.engine_up.load(Ordering::Relaxed) && lag > self.settings.max_tail_lag)
+    }
+
+    /// Publishes `events` to `topic` as one step, all or none: `Ok` once
+    /// Redis has stored them. Every node, this one included, delivers them
+    /// from its tail.
+    pub async fn publish(
+        &self,
+        topic: TopicStr<'_>,
+        events: &[NewEvent<'_>],
+    ) -> Result<Published, PublishError> {
+        let bodies: Vec<Bytes> = events
+            .iter()
+            .map(|event| event_body(event.event_type, event.data))
+            .collect();
+        let deadline = Instant::now() + self.settings.publish_timeout;
+        let mut ids = self.ids.subscribe();
+        for attempt in 0..2 {
+            let map = *ids.borrow_and_update();
+            let published =
+                tokio::time::timeout_at(deadline, self.publish_once(&map, topic, &bodies)).await;
+            let error = match published {
+                Err(_elapsed) => PublishError::Timeout,
+                Ok(Err(err)) => classify(&err),
+                Ok(Ok(PublishReply::Stored { others, ids })) => {
+                    let here = self.registry.topic_subscribers(topic) as u64;
+                    return Ok(Published {
+                        ids: ids.into_iter().map(|id| map.format(id)).collect(),
+                        n_subscribers: others + here,
+                    });
+                }
+                // Redis has another epoch, or lost what this node read: the
+                // tail resets, then the publish goes once more.
+                Ok(Ok(PublishReply::EpochChanged)) => {
+                    self.check_requested.notify_one();
+                    if attempt == 0
+                        && tokio::time::timeout_at(deadline, ids.changed())
+                            .await
+                            .is_ok()
+                    {
+                        continue;
+                    }
+                    PublishError::EpochChanged
+                }
+            };
+            self.metrics.cluster_publish_failed(error.metric());
+            return Err(error);
+        }
+        self.metrics
+            .cluster_publish_failed(PublishError::EpochChanged.metric());
+        Err(PublishError::EpochChanged)
+    }
+
+    async fn publish_once(
+        &self,
+        map: &IdMap,
+        topic: TopicStr<'_>,
+        bodies: &[Bytes],
+    ) -> redis::RedisResult<PublishReply> {
+        let cursor = StreamId::unpack(self.tail_cursor.load(Ordering::SeqCst));
+        let mut invocation = self.scripts.publish.prepare_invoke();
+        invocation
+            .key(&self.keys.epoch)
+            .key(&self.keys.log)
+            .key(self.keys.topic(topic.as_str()))
+            .key(&self.keys.nodes)
+            .arg(map.epoch.as_str())
+            .arg(topic.as_str())
+            .arg(self.settings.buffer_events)
+            .arg(self.settings.buffer_ttl_ms)
+            .arg(self.settings.log_max_events)
+            .arg(cursor.to_string())
+            .arg(&self.settings.node_id)
+            .arg(&self.keys.node_prefix);
+        for body in bodies {
+            invocation.arg(body.as_ref());
+        }
+        let reply: redis::Value = invocation.invoke_async(&mut self.conn.clone()).await?;
+        PublishReply::parse(reply).ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Parse, "unexpected publish script reply"))
+        })
+    }
+
+    /// Opens a subscription, resuming after `resume_id` if given: from this
+    /// node's rings where they reach back far enough, from Redis before
+    /// that, with a `gap` where Redis cannot prove nothing was lost.
+    pub async fn subscribe(
+        &self,
+        names: &[TopicName],
+        resume_id: Option<&[u8]>,
+    ) -> Result<Subscription, SubscribeError> {
+        let resume_id = resume_id.filter(|raw| !raw.is_empty());
+        let started = Instant::now();
+        let deadline = started + self.settings.replay_timeout;
+        let resume = match resume_id {
+            None => Resume::Live,
+            Some(raw) => tokio::time::timeout_at(deadline, self.resume_point(raw))
+                .await
+                .map_err(|_| SubscribeError::Unavailable(ReplayUnavailable))??,
+        };
+        let pending = self.registry.register(names)?;
+        let map = *self.ids.borrow();
+        let after = match resume {
+            Resume::Live => None,
+            Resume::After(seq) => Some(seq),
+            Resume::Unknown => Some(0),
+        };
+        // The topics whose ring does not reach back to the resume point.
+        let behind: Vec<usize> = match after {
+            None => Vec::new(),
+            Some(after) => (0..names.len())
+                .filter(|&i| pending.floors[i] > after)
+                .collect(),
+        };
+        let resume_text =
+            resume_id.map_or_else(String::new, |raw| String::from_utf8_lossy(raw).into_owned());
+        if behind.is_empty() {
+            let max_floor = pending.floors.iter().copied().max().unwrap_or(0);
+            let start = Start::decide(resume, pending.head, max_floor);
+            return Ok(pending.open(start, resume_text, Replay::default()));
+        }
+        let after_id = match resume {
+            Resume::After(seq) => map.stream_id(seq),
+            _ => None,
+        };
+        let mut replay = Replay {
+            covered_through: vec![0; names.len()],
+            events: Vec::new(),
+        };
+        let mut continuous = after_id.is_some();
+        for &i in &behind {
+            let floor = pending.floors[i];
+            let upto = map.stream_id(floor).unwrap_or(StreamId::ZERO);
+            let read = tokio::time::timeout_at(
+                deadline,
+                self.read_topic(
+                    names[i].borrowed(),
+                    after_id.unwrap_or(StreamId::ZERO),
+                    upto,
+                ),
+            )
+            .await
+            .map_err(|_| ReplayUnavailable)?
+            .map_err(|_| ReplayUnavailable)?;
+            let Judged {
+                continuous: topic_continuous,
+                entries,
+            } = judge(after_id, read, self.settings.buffer_ttl_ms);
+            continuous &= topic_continuous;
+            replay.covered_through[i] = floor;
+            for entry in entries {
+                if let Some(seq) = map.seq(entry.id) {
+                    replay
+                        .events
+                        .push((seq, frame(&map, entry.id, &entry.body)));
+                }
+            }
+        }
+        replay.events.sort_unstable_by_key(|(seq, _)| *seq);
+        self.metrics
+            .cluster_replay_read(behind.len(), started.elapsed());
+        let start = match resume {
+            Resume::After(seq) => Start {
+                cursor: seq,
+                acknowledged_floor: seq,
+                replay_through: pending.head,
+                gap: !continuous,
+            },
+            _ => Start::decide(Resume::Unknown, pending.head, 0),
+        };
+        Ok(pending.open(start, resume_text, replay))
+    }
+
+    /// Where a client's id resumes on this node, waiting (the caller bounds
+    /// it) for the tail when the id is ahead of it but not of Redis: the
+    /// client came from a node whose tail is further on.
+    async fn resume_point(&self, raw: &[u8]) -> Result<Resume, SubscribeError> {
+        if raw.len() > crate::id::MAX_RESUME_ID_BYTES {
+            return Ok(Resume::Unknown);
+        }
+        let Some((epoch, id)) = ids::parse_cluster_id(raw) else {
+            return Ok(Resume::Unknown);
+        };
+        let mut ids = self.ids.subscribe();
+        if ids.borrow_and_update().epoch != epoch {
+            // Maybe Redis moved to that epoch and the tail has not yet.
+            let current = self.redis_epoch().await.map_err(|_| ReplayUnavailable)?;
+            if current != Some(epoch) {
+                return Ok(Resume::Unknown);
+            }
+            self.check_requested.notify_one();
+            ids.wait_for(|map| map.epoch == epoch)
+                .await
+                .map_err(|_| ReplayUnavailable)?;
+        }
+        let map = *ids.borrow();
+        let Some(seq) = map.seq(id) else {
+            return Ok(Resume::Unknown);
+        };
+        if seq <= *self.tail_progress.borrow() {
+            return Ok(Resume::After(seq));
+        }
+        // Ahead of this node's tail: wait for it, unless the id is ahead of
+        // Redis itself (then it is no id this cluster handed out).
+        let last = self.redis_last().await.map_err(|_| ReplayUnavailable)?;
+        if last.is_none_or(|last| id > last) {
+            return Ok(Resume::Unknown);
+        }
+        let mut progress = self.tail_progress.subscribe();
+        progress
+            .wait_for(|&tailed| tailed >= seq)
+            .await
+            .map_err(|_| ReplayUnavailable)?;
+        Ok(Resume::After(seq))
+    }
+
+    async fn read_topic(
+        &self,
+        topic: TopicStr<'_>,
+        after: StreamId,
+        upto: StreamId,
+    ) -> redis::RedisResult<replay::TopicRead> {
+        let reply: redis::Value = self
+            .scripts
+            .replay
+            .key(self.keys.topic(topic.as_str()))
+            .arg(after.to_string())
+            .arg(upto.to_string())
+            .arg(self.settings.buffer_events)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        replay::parse_read(reply).ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Parse, "unexpected replay script reply"))
+        })
+    }
+
+    async fn redis_epoch(&self) -> redis::RedisResult<Option<Epoch>> {
+        let id: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(&self.keys.epoch)
+            .arg("id")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(id.as_deref().and_then(Epoch::parse))
+    }
+
+    async fn redis_last(&self) -> redis::RedisResult<Option<StreamId>> {
+        let last: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(&self.keys.epoch)
+            .arg("last")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(last.as_deref().and_then(StreamId::parse))
+    }
+
+    /// At shutdown: this node's streams no longer count (best effort).
+    pub async fn leave(&self) {
+        let mut command = redis::cmd("ZREM");
+        command.arg(&self.keys.nodes).arg(&self.settings.node_id);
+        let mut conn = self.conn.clone();
+        let left = command.query_async::<i64>(&mut conn);
+        let _ = tokio::time::timeout(Duration::from_millis(500), left).await;
+    }
+}
+
+/// A subscribe refused in cluster mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeError {
+    Limit(crate::registry::LimitReached),
+    Unavailable(ReplayUnavailable),
+}
+
+impl From<crate::registry::LimitReached> for SubscribeError {
+    fn from(limit: crate::registry::LimitReached) -> SubscribeError {
+        SubscribeError::Limit(limit)
+    }
+}
+
+impl From<ReplayUnavailable> for SubscribeError {
+    fn from(unavailable: ReplayUnavailable) -> SubscribeError {
+        SubscribeError::Unavailable(unavailable)
+    }
+}
+
+impl PublishError {
+    fn metric(self) -> ClusterPublishError {
+        match self {
+            PublishError::Timeout => ClusterPublishError::Timeout,
+            PublishError::Unreachable => ClusterPublishError::Unreachable,
+            PublishError::OutOfMemory => ClusterPublishError::OutOfMemory,
+            PublishError::EpochChanged => ClusterPublishError::EpochChanged,
+            PublishError::Failed => ClusterPublishError::Other,
+        }
+    }
+}
+
+/// What the publish script answered.
+enum PublishReply {
+    /// `others`: the topic's streams on the other live nodes.
+    Stored {
+        others: u64,
+        ids: Vec<StreamId>,
+    },
+    EpochChanged,
+}
+
+impl PublishReply {
+    fn parse(reply: redis::Value) -> Option<PublishReply> {
+        let items = replay::array(reply)?;
+        let (status, rest) = items.split_first()?;
+        match replay::bulk(status)? {
+            b"OK" => {
+                let (others, ids) = rest.split_first()?;
+                Some(PublishReply::Stored {
+                    others: replay::text(others)?.parse().ok()?,
+                    ids: ids
+                        .iter()
+                        .map(|id| StreamId::parse(replay::bulk(id)?))
+                        .collect::<Option<Vec<_>>>()?,
+                })
+            }
+            b"EPOCH" | b"LOST" => Some(PublishReply::EpochChanged),
+            _ => None,
+        }
+    }
+}
+
+/// Sorts a Redis error into what the publisher is told.
+fn classify(err: &redis::RedisError) -> PublishError {
+    if err.code() == Some("OOM") || err.to_string().contains("OOM command not allowed") {
+        PublishError::OutOfMemory
+    } else if err.is_timeout() {
+        PublishError::Timeout
+    } else if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
+        PublishError::Unreachable
+    } else {
+        PublishError::Failed
+    }
+}
+
+/// An event's complete frame on this node: `id: <epoch>-<ms>-<seq>` and the
+/// body the publisher's node encoded. Built once per event per node.
+fn frame(map: &IdMap, id: StreamId, body: &[u8]) -> Bytes {
+    let id = map.format(id);
+    let mut frame = Vec::with_capacity("id: \n".len() + id.len() + body.len());
+    frame.extend_from_slice(b"id: ");
+    frame.extend_from_slice(id.as_bytes());
+    frame.push(b'\n');
+    frame.extend_from_slice(body);
+    Bytes::from(frame)
+}
+
+impl Settings {
+    fn of(config: &Config) -> Settings {
+        let cluster = &config.cluster;
+        Settings {
+            buffer_events: config.buffer_events,
+            buffer_ttl_ms: u64::try_from(config.buffer_ttl.as_millis()).unwrap_or(u64::MAX),
+            log_max_events: cluster.log_max_events,
+            publish_timeout: cluster.publish_timeout,
+            replay_timeout: cluster.replay_timeout,
+            max_tail_lag: cluster.max_tail_lag,
+            tail_block: cluster.tail_block,
+            report_period: config.heartbeat_interval.min(Duration::from_secs(1)),
+            node_id: node_id(),
+        }
+    }
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            init: scripts::init(),
+            bump_epoch: scripts::bump_epoch(),
+            check: scripts::check(),
+            publish: scripts::publish(),
+            replay: scripts::replay(),
+            report: scripts::report(),
+        }
+    }
+}
+
+/// `<hostname>-<pid>-<random>`: names this node's report in Redis and logs.
+fn node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    let suffix = crate::id::unique_u64() & 0xffff;
+    format!("{host}-{}-{suffix:04x}", std::process::id())
+}
+
+async fn check_version(conn: &mut ConnectionManager, shown_url: &str) -> Result<(), StartError> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .map_err(|err| StartError(format!("Redis at {shown_url} refused INFO: {err}")))?;
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .unwrap_or("unknown");
+    let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
+    let major_minor = (parts.next().flatten(), parts.next().flatten());
+    match major_minor {
+        (Some(major), Some(minor)) if (major, minor) >= MIN_REDIS_VERSION => Ok(()),
+        _ => Err(StartError(format!(
+            "cluster mode needs Redis 6.2 or newer; {shown_url} runs Redis {version}"
+        ))),
+    }
+}
+
+/// An evicted topic key would look like "nothing was published": gaps
+/// would go unreported. Only `noeviction` keeps the proof true.
+async fn check_eviction_policy(conn: &mut ConnectionManager) {
+    let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    match policy.as_deref() {
+        Ok([_, policy]) if policy == "noeviction" => {}
+        Ok([_, policy]) => tracing::warn!(
+            policy = %policy,
+            "Redis maxmemory-policy is not noeviction: an evicted key would hide lost events; \
+             set maxmemory-policy noeviction"
+        ),
+        _ => tracing::warn!(
+            "cannot check Redis's maxmemory-policy (CONFIG GET is not allowed here); \
+             make sure it is noeviction, or lost events may go unreported"
+        ),
+    }
+}
+
+/// Creates the epoch and the meta hash if there are none, and checks that
+/// this node's buffers are the cluster's. Returns the epoch and the id of
+/// the newest event in the log.
+async fn join(
+    conn: &mut ConnectionManager,
+    scripts: &Scripts,
+    keys: &Keys,
+    settings: &Settings,
+) -> Result<(Epoch, StreamId), StartError> {
+    let joined = init(conn, scripts, keys, settings)
+        .await
+        .map_err(|err| StartError(format!("cannot join the cluster in Redis: {err}")))?;
+    let ours = (settings.buffer_events as u64, settings.buffer_ttl_ms);
+    if joined.buffers != ours {
+        return Err(StartError(format!(
+            "this node has buffer_events = {} and buffer_ttl = {}ms, but the cluster in Redis \
+             (key {}) has buffer_events = {} and buffer_ttl = {}ms: every node must use the same \
+             buffer_events and buffer_ttl",
+            ours.0, ours.1, keys.meta, joined.buffers.0, joined.buffers.1
+        )));
+    }
+    Ok((joined.epoch, joined.last))
+}
+
+/// What the init script found.
+struct Joined {
+    epoch: Epoch,
+    last: StreamId,
+    /// The cluster's `buffer_events` and `buffer_ttl` in ms.
+    buffers: (u64, u64),
+}
+
+async fn init<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    scripts: &Scripts,
+    keys: &Keys,
+    settings: &Settings,
+) -> redis::RedisResult<Joined> {
+    let reply: redis::Value = scripts
+        .init
+        .key(&keys.epoch)
+        .key(&keys.meta)
+        .key(&keys.log)
+        .arg(Epoch::generate().as_str())
+        .arg(settings.buffer_events)
+        .arg(settings.buffer_ttl_ms)
+        .invoke_async(conn)
+        .await?;
+    let parse = || {
+        let [epoch, last, events, ttl] =
+            <[redis::Value; 4]>::try_from(replay::array(reply)?).ok()?;
+        Some(Joined {
+            epoch: Epoch::parse(replay::bulk(&epoch)?)?,
+            last: StreamId::parse(replay::bulk(&last)?)?,
+            buffers: (
+                replay::text(&events)?.parse().ok()?,
+                replay::text(&ttl)?.parse().ok()?,
+            ),
+        })
+    };
+    parse().ok_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::Parse, "unexpected init script reply"))
+    })
+}

@@ -1,0 +1,429 @@
+//! The tail: one task per node reading the shared log from its cursor into
+//! the local rings, in log order, so that every node's rings hold the same
+//! events under the same ids in the same order.
+//!
+//! It reads with `XREAD BLOCK` on a connection of its own (a blocking read
+//! would stall the shared one). A read that has not returned after three
+//! times `tail_block` is given up and the connection made anew: a stale
+//! connection after a failover can otherwise wait forever while the node
+//! looks healthy (centrifugal/centrifugo#1189). After every (re)connect,
+//! after every read that found nothing, and whenever a publish asks, it
+//! checks that the log is still the one it was reading:
+//!
+//! - another epoch, or none (Redis restarted empty, or another node found a
+//!   loss): adopt it (making one if needed) and reset;
+//! - Redis's newest id behind the cursor, or the cursor's entry gone while
+//!   an older one is still there (only a loss removes the newer entry
+//!   first): acknowledged events were lost, so begin a new epoch and reset;
+//! - the cursor's entry trimmed away (the node was away longer than the log
+//!   holds): reset and go on from the log's end;
+//!
+//! where a reset empties the rings and ends the streams (`Registry::reset`):
+//! their clients resume from the topics' streams in Redis, exactly, or with
+//! a `gap` where the loss was.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+
+use super::ids::{Epoch, IdMap, StreamId};
+use super::replay::{array, bulk, parse_entry};
+use super::{Cluster, frame, init};
+use crate::metrics::ResyncReason;
+use crate::shutdown::Shutdown;
+use crate::topic::Numbered;
+use crate::topic::name::TopicStr;
+
+/// Entries one read takes at most.
+const READ_COUNT: usize = 1024;
+
+/// Where the tail is: the last id it appended (or started from), and
+/// whether that id is an entry of the log (a start position may not be).
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    id: StreamId,
+    is_entry: bool,
+}
+
+/// Runs the tail from `start` until shutdown.
+pub(super) async fn run(cluster: Arc<Cluster>, start: StreamId, shutdown: Shutdown) {
+    let mut cursor = Cursor {
+        id: start,
+        is_entry: false,
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut first = true;
+    while !shutdown.is_shutdown() {
+        if !first {
+            cluster.metrics.cluster_tail_reconnected();
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.wait() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        first = false;
+        let mut conn = match connect(&cluster).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::debug!(cause = %err, "cluster tail cannot connect to Redis");
+                continue;
+            }
+        };
+        if let Err(err) = check(&cluster, &mut conn, &mut cursor).await {
+            tracing::debug!(cause = %err, "cluster tail check failed");
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        if let Err(err) = follow(&cluster, &mut conn, &mut cursor, &shutdown).await {
+            tracing::info!(cause = %err, "cluster tail lost its Redis connection; reconnecting");
+        }
+    }
+}
+
+async fn connect(cluster: &Cluster) -> redis::RedisResult<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(cluster.settings.tail_block + Duration::from_secs(1)));
+    cluster
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Reads and appends until the connection fails or shutdown; `Ok` only at
+/// shutdown.
+async fn follow(
+    cluster: &Cluster,
+    conn: &mut MultiplexedConnection,
+    cursor: &mut Cursor,
+    shutdown: &Shutdown,
+) -> redis::RedisResult<()> {
+    let block = cluster.settings.tail_block;
+    loop {
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&cluster.keys.log)
+            .arg(cursor.id.to_string());
+        let read = command.query_async::<Value>(conn);
+        let reply = tokio::select! {
+            () = shutdown.wait() => return Ok(()),
+            () = cluster.check_requested.notified() => {
+                check(cluster, conn, cursor).await?;
+                continue;
+            }
+            reply = tokio::time::timeout(3 * block, read) => reply,
+        };
+        let entries = match reply {
+            Ok(reply) => log_entries(reply?),
+            Err(_elapsed) => {
+                tracing::warn!(
+                    silent_for = ?(3 * block),
+                    "cluster tail: a read of the shared log did not return; reconnecting"
+                );
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "tail read timed out",
+                )));
+            }
+        };
+        match entries {
+            // Nothing new within `tail_block`: a cheap moment to make sure
+            // the log is still the one being read (a FLUSHALL, say, leaves
+            // the connection up and the read waiting for ever).
+            Some(entries) if entries.is_empty() => check(cluster, conn, cursor).await?,
+            Some(entries) => {
+                if !append(cluster, cursor, entries) {
+                    check(cluster, conn, cursor).await?;
+                }
+            }
+            None => {
+                tracing::warn!("cluster tail: an unreadable reply from Redis; checking the log");
+                check(cluster, conn, cursor).await?;
+            }
+        }
+    }
+}
+
+/// One entry of the log, as the tail needs it.
+struct LogEntry {
+    id: StreamId,
+    epoch: Option<Epoch>,
+    topic: Vec<u8>,
+    body: bytes::Bytes,
+}
+
+/// The entries of an `XREAD` reply (`None` if it is not one).
+fn log_entries(reply: Value) -> Option<Vec<LogEntry>> {
+    let streams = array(reply)?;
+    let mut entries = Vec::new();
+    for stream in streams {
+        let [_key, items] = <[Value; 2]>::try_from(array(stream)?).ok()?;
+        for item in array(items)? {
+            let fields = match &item {
+                Value::Array(parts) => parts.get(1).cloned(),
+                _ => None,
+            };
+            let mut epoch = None;
+            let mut topic = None;
+            if let Some(fields) = fields.and_then(array) {
+                let mut fields = fields.into_iter();
+                while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                    match bulk(&name)? {
+                        b"E" => epoch = bulk(&value).and_then(Epoch::parse),
+                        b"t" => topic = bulk(&value).map(<[u8]>::to_vec),
+                        _ => {}
+                    }
+                }
+            }
+            let entry = parse_entry(item)?;
+            entries.push(LogEntry {
+                id: entry.id,
+                epoch,
+                topic: topic?,
+                body: entry.body,
+            });
+        }
+    }
+    Some(entries)
+}
+
+/// Appends `entries` to the local rings, consecutive entries of one topic
+/// in one step. Stops at an entry of another epoch (and returns `false`:
+/// the log must be checked) without appending it.
+fn append(cluster: &Cluster, cursor: &mut Cursor, entries: Vec<LogEntry>) -> bool {
+    let map = *cluster.ids.borrow();
+    let mut run: Vec<Numbered> = Vec::new();
+    let mut run_topic: Vec<u8> = Vec::new();
+    let mut same_epoch = true;
+    for entry in entries {
+        if entry.epoch != Some(map.epoch) {
+            same_epoch = false;
+            break;
+        }
+        if entry.topic != run_topic {
+            flush(cluster, &run_topic, std::mem::take(&mut run));
+            run_topic = entry.topic;
+        }
+        match map.seq(entry.id) {
+            Some(seq) => run.push(Numbered {
+                seq,
+                frame: frame(&map, entry.id, &entry.body),
+            }),
+            // The publish script never writes such an id.
+            None => tracing::error!(id = %entry.id, "cluster tail: an id out of range; skipped"),
+        }
+        *cursor = Cursor {
+            id: entry.id,
+            is_entry: true,
+        };
+    }
+    flush(cluster, &run_topic, run);
+    moved_to(cluster, &map, cursor.id);
+    same_epoch
+}
+
+/// Appends one run of a topic's events.
+fn flush(cluster: &Cluster, topic: &[u8], run: Vec<Numbered>) {
+    if run.is_empty() {
+        return;
+    }
+    let valid = std::str::from_utf8(topic)
+        .ok()
+        .and_then(|topic| TopicStr::parse(topic).ok());
+    match valid {
+        Some(topic) => cluster.registry.append_numbered(topic, run),
+        None => {
+            // Not written by ssegate (another program under our prefix?):
+            // skipped, but its ids still count as passed.
+            tracing::warn!(
+                topic = %String::from_utf8_lossy(topic),
+                "cluster tail: an event for an invalid topic name; skipped"
+            );
+            if let Some(last) = run.last() {
+                cluster.registry.sequence().observe(last.seq);
+            }
+        }
+    }
+}
+
+/// The tail has read up to `id`: publishes and waiting resumes learn it.
+fn moved_to(cluster: &Cluster, map: &IdMap, id: StreamId) {
+    cluster
+        .tail_cursor
+        .store(id.pack().unwrap_or(0), Ordering::SeqCst);
+    let seq = map.seq(id).unwrap_or(0);
+    cluster.tail_progress.send_if_modified(|progress| {
+        let moved = *progress < seq;
+        *progress = (*progress).max(seq);
+        moved
+    });
+}
+
+/// What the check script found (see `scripts::check`).
+struct Found {
+    epoch: Option<Epoch>,
+    last: StreamId,
+    cursor_present: bool,
+    oldest: Option<StreamId>,
+}
+
+/// Checks that the log is still the one the cursor is in, and resets the
+/// node where it is not (see the module doc).
+async fn check(
+    cluster: &Cluster,
+    conn: &mut MultiplexedConnection,
+    cursor: &mut Cursor,
+) -> redis::RedisResult<()> {
+    let reply: Value = cluster
+        .scripts
+        .check
+        .key(&cluster.keys.epoch)
+        .key(&cluster.keys.log)
+        .arg(cursor.id.to_string())
+        .invoke_async(conn)
+        .await?;
+    let found = parse_found(reply).ok_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::Parse, "unexpected check script reply"))
+    })?;
+    let known = cluster.ids.borrow().epoch;
+    match found.epoch {
+        None => {
+            // No epoch at all: Redis restarted without its data.
+            let joined = init(conn, &cluster.scripts, &cluster.keys, &cluster.settings).await?;
+            if joined.buffers
+                != (
+                    cluster.settings.buffer_events as u64,
+                    cluster.settings.buffer_ttl_ms,
+                )
+            {
+                tracing::error!(
+                    "the cluster in Redis was re-created with other buffer_events or buffer_ttl \
+                     than this node's; every node must use the same"
+                );
+            }
+            adopt(
+                cluster,
+                cursor,
+                joined.epoch,
+                joined.last,
+                ResyncReason::EpochChanged,
+            );
+        }
+        Some(epoch) if epoch != known => {
+            adopt(
+                cluster,
+                cursor,
+                epoch,
+                found.last,
+                ResyncReason::EpochChanged,
+            );
+        }
+        Some(_) => {
+            let entry_gone = cursor.is_entry && !found.cursor_present;
+            let lost = found.last < cursor.id
+                || (entry_gone && found.oldest.is_none_or(|oldest| oldest < cursor.id));
+            if lost {
+                let reply: Value = cluster
+                    .scripts
+                    .bump_epoch
+                    .key(&cluster.keys.epoch)
+                    .arg(known.as_str())
+                    .arg(Epoch::generate().as_str())
+                    .invoke_async(conn)
+                    .await?;
+                let (epoch, last) = parse_epoch_last(reply).ok_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Parse, "unexpected epoch reply"))
+                })?;
+                tracing::warn!(
+                    cursor = %cursor.id,
+                    redis_last = %found.last,
+                    "Redis lost events this node had read (a failover or a restart from an \
+                     older copy): a new epoch begins, and resuming clients get a gap"
+                );
+                adopt(cluster, cursor, epoch, last, ResyncReason::DataLost);
+            } else if entry_gone {
+                tracing::warn!(
+                    cursor = %cursor.id,
+                    "this node was away longer than the shared log holds (log_max_events): \
+                     its streams end, and their clients resume from Redis"
+                );
+                let map = *cluster.ids.borrow();
+                reset(cluster, cursor, &map, found.last, ResyncReason::Trimmed);
+            }
+        }
+    }
+    cluster.engine_up.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+fn parse_found(reply: Value) -> Option<Found> {
+    let [epoch, last, present, oldest] = <[Value; 4]>::try_from(array(reply)?).ok()?;
+    Some(Found {
+        epoch: bulk(&epoch).and_then(Epoch::parse),
+        last: bulk(&last)
+            .and_then(StreamId::parse)
+            .unwrap_or(StreamId::ZERO),
+        cursor_present: matches!(present, Value::Int(n) if n > 0),
+        oldest: bulk(&oldest).and_then(StreamId::parse),
+    })
+}
+
+fn parse_epoch_last(reply: Value) -> Option<(Epoch, StreamId)> {
+    let [epoch, last] = <[Value; 2]>::try_from(array(reply)?).ok()?;
+    Some((
+        Epoch::parse(bulk(&epoch)?)?,
+        bulk(&last)
+            .and_then(StreamId::parse)
+            .unwrap_or(StreamId::ZERO),
+    ))
+}
+
+/// Moves to `epoch`, whose log ends at `last`, and resets the node there.
+fn adopt(
+    cluster: &Cluster,
+    cursor: &mut Cursor,
+    epoch: Epoch,
+    last: StreamId,
+    reason: ResyncReason,
+) {
+    let head = cluster.registry.sequence().last();
+    let map = cluster.ids.borrow().next(epoch, last, head);
+    tracing::warn!(epoch = %epoch, "cluster epoch changed: this node's streams end, and resuming clients get a gap");
+    cluster.metrics.cluster_epoch_changed();
+    reset(cluster, cursor, &map, last, reason);
+    cluster.ids.send_replace(map);
+}
+
+/// Empties the rings up to `last` (of `map`'s epoch), ends the streams,
+/// and goes on from `last`.
+fn reset(
+    cluster: &Cluster,
+    cursor: &mut Cursor,
+    map: &IdMap,
+    last: StreamId,
+    reason: ResyncReason,
+) {
+    let floor = map
+        .seq(last)
+        .unwrap_or(0)
+        .max(cluster.registry.sequence().last() + 1);
+    cluster.registry.reset(floor);
+    cluster.metrics.cluster_resynced(reason);
+    *cursor = Cursor {
+        id: last,
+        is_entry: false,
+    };
+    cluster
+        .tail_cursor
+        .store(last.pack().unwrap_or(0), Ordering::SeqCst);
+    cluster.tail_progress.send_replace(floor);
+}

@@ -1,0 +1,296 @@
+//! Cluster mode with real Redis and real node processes: one gateway made
+//! of several nodes, exact resumes on any node, and the truth about gaps.
+//! Faults (Redis killed, frozen, restarted, out of memory; nodes killed and
+//! paused) are in `tests/cluster_faults.rs`.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster::{
+    Proxy, Redis, epoch_of, node, publish_ok, read_events, read_until_quiet, refused_start,
+    stream_id, subscribe,
+};
+use common::{ServerProcess, eventually, metric};
+
+/// Every subscriber, on every node, single- or multi-topic, gets every
+/// event of its topics published on any node: once, in id order, with the
+/// id the publisher got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_on_every_node_gets_every_event_once_in_id_order() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes: Vec<ServerProcess> = (0..3).map(|_| node(&redis.url(), &[])).collect();
+    let topics = ["fan/0", "fan/1", "fan/2"];
+    let mut subscribers = Vec::new();
+    for node in &nodes {
+        for topic in topics {
+            let subscriber = subscribe(node, &format!("/subscribe/{topic}"), None).await;
+            subscribers.push((vec![topic], subscriber));
+        }
+        let multi = subscribe(node, "/subscribe?topic=fan/0&topic=fan/2", None).await;
+        subscribers.push((vec!["fan/0", "fan/2"], multi));
+    }
+    // Publishers on every node at a steady rate, round the topics.
+    const PER_NODE: usize = 30;
+    let published: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let mut publishers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let url = node.url("");
+        let published = Arc::clone(&published);
+        publishers.push(tokio::spawn(async move {
+            let client = common::client();
+            for k in 0..PER_NODE {
+                let topic = topics[(n + k) % topics.len()];
+                let data = format!("node {n} event {k}");
+                let reply =
+                    common::publish_to(&client, &format!("{url}/publish/{topic}"), data.clone())
+                        .await;
+                published
+                    .lock()
+                    .expect("log")
+                    .push((reply.id, topic.to_owned(), data));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    let mut published = published.lock().expect("log").clone();
+    published.sort_by_key(|(id, _, _)| stream_id(id));
+    let epochs: Vec<&str> = published.iter().map(|(id, _, _)| epoch_of(id)).collect();
+    assert!(
+        epochs.windows(2).all(|pair| pair[0] == pair[1]),
+        "one epoch"
+    );
+    for (topics, subscriber) in &mut subscribers {
+        let expected: Vec<(String, String)> = published
+            .iter()
+            .filter(|(_, topic, _)| topics.contains(&topic.as_str()))
+            .map(|(id, _, data)| (id.clone(), data.clone()))
+            .collect();
+        let seen = read_events(subscriber, expected.len()).await;
+        assert!(seen.gaps.is_empty(), "no gap: {:?}", seen.gaps);
+        assert_eq!(seen.events, expected, "subscriber of {topics:?}");
+        let (extra, _) = read_until_quiet(subscriber, Duration::from_millis(300)).await;
+        assert!(extra.events.is_empty(), "nothing twice: {:?}", extra.events);
+    }
+}
+
+/// A client that saw some events on one node resumes on another (header
+/// and query), and on a node started after the events (its rings are
+/// empty: the events come from Redis), with exactly the events it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_exactly_on_another_node_and_on_a_fresh_one() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &[]);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(publish_ok(&a, "resume/r", &format!("e{i}")).await);
+    }
+    let check = |seen: common::cluster::Seen, from: usize| {
+        assert!(seen.gaps.is_empty(), "no gap: {:?}", seen.gaps);
+        let expected: Vec<(String, String)> = (from..6)
+            .map(|i| (ids[i].clone(), format!("e{i}")))
+            .collect();
+        assert_eq!(seen.events, expected);
+    };
+    let mut header = subscribe(&b, "/subscribe/resume/r", Some(&ids[1])).await;
+    check(read_events(&mut header, 4).await, 2);
+    let query = format!("/subscribe/resume/r?last_event_id={}", ids[3]);
+    let mut by_query = subscribe(&b, &query, None).await;
+    check(read_events(&mut by_query, 2).await, 4);
+    // A node that was not running when the events were published.
+    let fresh = node(&redis.url(), &[]);
+    let mut from_redis = subscribe(&fresh, "/subscribe/resume/r", Some(&ids[0])).await;
+    check(read_events(&mut from_redis, 5).await, 1);
+    assert!(metric(fresh.addr, "ssegate_cluster_replay_reads_total").await >= 1.0);
+    // Redis's part and the ring's part meet with nothing lost or doubled.
+    let live = publish_ok(&a, "resume/r", "e6").await;
+    ids.push(live);
+    let seen = read_events(&mut from_redis, 1).await;
+    assert_eq!(seen.events, vec![(ids[6].clone(), "e6".to_owned())]);
+    // A multi-topic resume on the fresh node merges Redis and rings by id.
+    let other = publish_ok(&a, "resume/s", "s0").await;
+    let last = publish_ok(&a, "resume/r", "e7").await;
+    let mut merged = subscribe(
+        &fresh,
+        "/subscribe?topic=resume/r&topic=resume/s",
+        Some(&ids[4]),
+    )
+    .await;
+    let seen = read_events(&mut merged, 4).await;
+    assert!(seen.gaps.is_empty());
+    assert_eq!(seen.data(), ["e5", "e6", "s0", "e7"]);
+    assert_eq!(seen.events[2].0, other);
+    assert_eq!(seen.events[3].0, last);
+}
+
+/// A client coming from a node whose tail is ahead resumes on a node whose
+/// tail is behind (its Redis traffic held up): the node waits for its tail
+/// instead of calling the id "future", and the resume is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_ahead_of_the_nodes_tail_waits_for_it() {
+    let Some(redis) = Redis::start() else { return };
+    let upstream = format!("127.0.0.1:{}", redis.port).parse().expect("addr");
+    let proxy = Proxy::start(upstream).await;
+    let a = node(&redis.url(), &[]);
+    let behind = node(&proxy.url(), &[]);
+    // Both tails are live.
+    let warm = publish_ok(&a, "lag/w", "warm").await;
+    let mut warm_sub = subscribe(&behind, "/subscribe/lag/w", None).await;
+    let first = publish_ok(&a, "lag/w", "first").await;
+    assert_eq!(read_events(&mut warm_sub, 1).await.events[0].0, first);
+    drop(warm_sub);
+    let _ = warm;
+    proxy.stall();
+    let one = publish_ok(&a, "lag/w", "one").await;
+    let two = publish_ok(&a, "lag/w", "two").await;
+    let url = behind.url("/subscribe/lag/w");
+    let resume = tokio::spawn(async move {
+        common::Subscriber::open_with(&common::client(), &url, Some(&one)).await
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.resume();
+    let mut resumed = resume.await.expect("subscribe");
+    let seen = read_events(&mut resumed, 1).await;
+    assert!(seen.gaps.is_empty(), "not a future id: {:?}", seen.gaps);
+    assert_eq!(seen.events, vec![(two, "two".to_owned())]);
+}
+
+/// The gap proof at its edges, on a node whose rings have the topic and on
+/// one that reads it from Redis: the oldest entry's predecessor resumes
+/// without a gap, one older gets a gap and the buffer; expired events, a
+/// key gone, ids of another epoch, from the future, malformed or too long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_are_reported_exactly_when_owed() {
+    let Some(redis) = Redis::start() else { return };
+    let args = ["--buffer-events", "16", "--buffer-ttl", "3s"];
+    let a = node(&redis.url(), &args);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(publish_ok(&a, "edge/g", &format!("g{i}")).await);
+    }
+    let fresh = node(&redis.url(), &args);
+    for (name, server) in [("rings", &a), ("redis", &fresh)] {
+        // g3 is the predecessor of the oldest kept (g4): exact.
+        let mut exact = subscribe(server, "/subscribe/edge/g", Some(&ids[3])).await;
+        let seen = read_events(&mut exact, 16).await;
+        assert!(seen.gaps.is_empty(), "{name}: {:?}", seen.gaps);
+        assert_eq!(seen.data().first(), Some(&"g4"), "{name}");
+        // g2: g3 was evicted.
+        let mut lost = subscribe(server, "/subscribe/edge/g", Some(&ids[2])).await;
+        let seen = read_events(&mut lost, 16).await;
+        assert_eq!(seen.gaps.len(), 1, "{name}");
+        assert!(seen.gaps[0].contains(&ids[2]), "{name}: {:?}", seen.gaps);
+        assert_eq!(seen.data().first(), Some(&"g4"), "{name}");
+    }
+    // Ids of no use: a gap, then everything buffered.
+    let epoch = epoch_of(&ids[0]);
+    let (ms, _) = stream_id(&ids[19]);
+    let other_epoch = format!("0000000000000-{ms}-0");
+    let future = format!("{epoch}-{}-0", ms + 3_600_000);
+    let too_long = format!("{epoch}-{}", "1".repeat(120));
+    for bad in [
+        other_epoch.as_str(),
+        future.as_str(),
+        "not-an-id",
+        too_long.as_str(),
+    ] {
+        for server in [&a, &fresh] {
+            let mut sub = subscribe(server, "/subscribe/edge/g", Some(bad)).await;
+            let seen = read_events(&mut sub, 16).await;
+            assert_eq!(seen.gaps.len(), 1, "{bad}");
+            assert_eq!(seen.data().first(), Some(&"g4"), "{bad}");
+        }
+    }
+    // A quiet topic whose key expired, resumed with a newer id of another
+    // topic: nothing of it can be missing.
+    tokio::time::sleep(Duration::from_millis(4_200)).await;
+    assert_eq!(
+        redis.cmd(&["EXISTS", "{ssegate}:t:edge/g"]),
+        redis::Value::Int(0)
+    );
+    let newer = publish_ok(&a, "edge/h", "h0").await;
+    let late = node(&redis.url(), &args);
+    let mut both = subscribe(&late, "/subscribe?topic=edge/g&topic=edge/h", Some(&newer)).await;
+    let h1 = publish_ok(&a, "edge/h", "h1").await;
+    let seen = read_events(&mut both, 1).await;
+    assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
+    assert_eq!(seen.events, vec![(h1, "h1".to_owned())]);
+    // Events after the id expired: a gap.
+    let mut expired = subscribe(&late, "/subscribe/edge/g", Some(&ids[10])).await;
+    let (seen, _) = read_until_quiet(&mut expired, Duration::from_millis(500)).await;
+    assert_eq!(seen.gaps.len(), 1, "{seen:?}");
+    assert!(seen.events.is_empty());
+    // The newest event of the topic, older than buffer_ttl + 1s, its key
+    // gone: an event after it would be gone too, so nothing proves there
+    // was none (Redis keeps no trace of an expired key): a gap, said once.
+    let mut newest = subscribe(&late, "/subscribe/edge/g", Some(&ids[19])).await;
+    let (seen, _) = read_until_quiet(&mut newest, Duration::from_millis(500)).await;
+    assert_eq!((seen.gaps.len(), seen.events.len()), (1, 0), "{seen:?}");
+}
+
+/// Buffers are the cluster's: a node configured otherwise refuses to start
+/// with one line that says what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_other_buffers_refuses_to_start() {
+    let Some(redis) = Redis::start() else { return };
+    let first = node(&redis.url(), &["--buffer-events", "64"]);
+    let (status, stderr) = refused_start(&redis.url(), &["--buffer-events", "16"]);
+    assert!(!status.success());
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("buffer_events = 16"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one clear line: {stderr}");
+    assert!(lines[0].contains("buffer_events = 64"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("every node must use the same"),
+        "{}",
+        lines[0]
+    );
+    // The node that was first is unaffected.
+    let _ = publish_ok(&first, "meta/t", "still fine").await;
+    // A Redis that is not there: one line too.
+    let (status, stderr) = refused_start("redis://127.0.0.1:1/0", &[]);
+    assert!(!status.success());
+    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+}
+
+/// The reply's `subscribers` counts every node's streams, as reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_reply_counts_subscribers_on_every_node() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes: Vec<ServerProcess> = (0..3)
+        .map(|_| node(&redis.url(), &["--heartbeat-interval", "1s"]))
+        .collect();
+    let mut held = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for _ in 0..=n {
+            held.push(subscribe(node, "/subscribe/count/c", None).await);
+        }
+    }
+    // Reports come every second: the count reaches 6 on any node.
+    for node in &nodes {
+        let url = node.url("/publish/count/c");
+        eventually("every node's streams are counted", || {
+            let url = url.clone();
+            async move {
+                let reply = common::publish_to(&common::client(), &url, "x").await;
+                reply.subscribers == 6
+            }
+        })
+        .await;
+    }
+    // A node's streams gone, it counts them out.
+    held.truncate(3);
+    let url = nodes[2].url("/publish/count/c");
+    eventually("closed streams are counted out", || {
+        let url = url.clone();
+        async move { common::publish_to(&common::client(), &url, "x").await.subscribers == 3 }
+    })
+    .await;
+}
