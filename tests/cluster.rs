@@ -290,7 +290,12 @@ async fn the_publish_reply_counts_subscribers_on_every_node() {
     let url = nodes[2].url("/publish/count/c");
     eventually("closed streams are counted out", || {
         let url = url.clone();
-        async move { common::publish_to(&common::client(), &url, "x").await.subscribers == 3 }
+        async move {
+            common::publish_to(&common::client(), &url, "x")
+                .await
+                .subscribers
+                == 3
+        }
     })
     .await;
 }

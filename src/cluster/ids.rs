@@ -138,22 +138,34 @@ pub fn parse_cluster_id(raw: &[u8]) -> Option<(Epoch, StreamId)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdMap {
     pub epoch: Epoch,
+    /// The log's newest id when the epoch began: entries up to it belong
+    /// to an earlier epoch (an epoch begun after a loss leaves them in
+    /// Redis), and no id of this epoch is below it.
+    pub base: StreamId,
     offset: u64,
 }
 
 impl IdMap {
     /// The first epoch this node knows.
-    pub fn new(epoch: Epoch) -> IdMap {
-        IdMap { epoch, offset: 0 }
+    pub fn new(epoch: Epoch, base: StreamId) -> IdMap {
+        IdMap {
+            epoch,
+            base,
+            offset: 0,
+        }
     }
 
-    /// The map for a new `epoch` whose log ends at `last`, chosen so that
-    /// `last` maps above every sequence number handed out so far (`head`):
-    /// a node's sequence only ever grows.
-    pub fn next(self, epoch: Epoch, last: StreamId, head: u64) -> IdMap {
+    /// The map for a new `epoch` (begun at `base`) whose log ends at
+    /// `last`, chosen so that `last` maps above every sequence number handed
+    /// out so far (`head`): a node's sequence only ever grows.
+    pub fn next(self, epoch: Epoch, base: StreamId, last: StreamId, head: u64) -> IdMap {
         let packed = last.pack().unwrap_or(0);
         let offset = self.offset.max((head + 1).saturating_sub(packed));
-        IdMap { epoch, offset }
+        IdMap {
+            epoch,
+            base,
+            offset,
+        }
     }
 
     /// The sequence number of stream id `id` of this epoch.
@@ -239,7 +251,7 @@ mod tests {
     #[test]
     fn ids_of_the_current_epoch_only_resume() {
         let epoch = Epoch::parse(b"k3v9q2m0d8x1a").expect("epoch");
-        let map = IdMap::new(epoch);
+        let map = IdMap::new(epoch, StreamId::ZERO);
         let wire = map.format(id(1_700_000_000_123, 4));
         assert_eq!(wire, "k3v9q2m0d8x1a-1700000000123-4");
         let resume_seq = |map: &IdMap, raw: &[u8]| match parse_cluster_id(raw) {
@@ -248,7 +260,10 @@ mod tests {
         };
         let seq = resume_seq(&map, wire.as_bytes()).expect("ours");
         assert_eq!(map.stream_id(seq), Some(id(1_700_000_000_123, 4)));
-        let other = IdMap::new(Epoch::parse(b"0000000000000").expect("epoch"));
+        let other = IdMap::new(
+            Epoch::parse(b"0000000000000").expect("epoch"),
+            StreamId::ZERO,
+        );
         assert_eq!(resume_seq(&other, wire.as_bytes()), None, "another epoch");
         for bad in [
             &b""[..],
@@ -270,12 +285,16 @@ mod tests {
 
     #[test]
     fn a_new_epoch_maps_above_everything_handed_out() {
-        let first = IdMap::new(Epoch::parse(b"aaaaaaaaaaaaa").expect("epoch"));
+        let first = IdMap::new(
+            Epoch::parse(b"aaaaaaaaaaaaa").expect("epoch"),
+            StreamId::ZERO,
+        );
         let head = first.seq(id(2_000, 7)).expect("seq");
         // Redis came back with ids lower than before (an older dump, a
         // clock behind): the new epoch still maps above `head`.
         let second = first.next(
             Epoch::parse(b"bbbbbbbbbbbbb").expect("epoch"),
+            id(1_000, 0),
             id(1_000, 0),
             head,
         );
@@ -283,9 +302,11 @@ mod tests {
         assert!(floor > head);
         assert!(second.seq(id(1_000, 1)).expect("seq") > floor);
         assert_eq!(second.stream_id(floor), Some(id(1_000, 0)));
+        assert_eq!(second.base, id(1_000, 0));
         // Ids that already map higher keep the offset.
         let third = second.next(
             Epoch::parse(b"ccccccccccccc").expect("epoch"),
+            id(9_000, 0),
             id(9_000, 0),
             floor,
         );

@@ -177,8 +177,8 @@ impl Cluster {
         check_eviction_policy(&mut conn).await;
         let keys = Keys::new(&config.cluster.prefix);
         let scripts = Scripts::new();
-        let (epoch, last) = join(&mut conn, &scripts, &keys, &settings).await?;
-        let ids = IdMap::new(epoch);
+        let (epoch, base, last) = join(&mut conn, &scripts, &keys, &settings).await?;
+        let ids = IdMap::new(epoch, base);
         let floor = ids.seq(last).unwrap_or(0);
         registry.reset(floor);
         metrics.cluster_started();
@@ -346,6 +346,8 @@ impl Cluster {
             Resume::After(seq) => map.stream_id(seq),
             _ => None,
         };
+        // Nothing at or before the epoch's base is of this epoch.
+        let read_after = after_id.unwrap_or(map.base).max(map.base);
         let mut replay = Replay {
             covered_through: vec![0; names.len()],
             events: Vec::new(),
@@ -356,11 +358,7 @@ impl Cluster {
             let upto = map.stream_id(floor).unwrap_or(StreamId::ZERO);
             let read = tokio::time::timeout_at(
                 deadline,
-                self.read_topic(
-                    names[i].borrowed(),
-                    after_id.unwrap_or(StreamId::ZERO),
-                    upto,
-                ),
+                self.read_topic(names[i].borrowed(), read_after, upto),
             )
             .await
             .map_err(|_| ReplayUnavailable)?
@@ -417,7 +415,7 @@ impl Cluster {
                 .map_err(|_| ReplayUnavailable)?;
         }
         let map = *ids.borrow();
-        let Some(seq) = map.seq(id) else {
+        let Some(seq) = map.seq(id).filter(|_| id >= map.base) else {
             return Ok(Resume::Unknown);
         };
         if seq <= *self.tail_progress.borrow() {
@@ -658,14 +656,14 @@ async fn check_eviction_policy(conn: &mut ConnectionManager) {
 }
 
 /// Creates the epoch and the meta hash if there are none, and checks that
-/// this node's buffers are the cluster's. Returns the epoch and the id of
-/// the newest event in the log.
+/// this node's buffers are the cluster's. Returns the epoch, its base and
+/// the id of the newest event in the log.
 async fn join(
     conn: &mut ConnectionManager,
     scripts: &Scripts,
     keys: &Keys,
     settings: &Settings,
-) -> Result<(Epoch, StreamId), StartError> {
+) -> Result<(Epoch, StreamId, StreamId), StartError> {
     let joined = init(conn, scripts, keys, settings)
         .await
         .map_err(|err| StartError(format!("cannot join the cluster in Redis: {err}")))?;
@@ -678,13 +676,14 @@ async fn join(
             ours.0, ours.1, keys.meta, joined.buffers.0, joined.buffers.1
         )));
     }
-    Ok((joined.epoch, joined.last))
+    Ok((joined.epoch, joined.base, joined.last))
 }
 
 /// What the init script found.
 struct Joined {
     epoch: Epoch,
     last: StreamId,
+    base: StreamId,
     /// The cluster's `buffer_events` and `buffer_ttl` in ms.
     buffers: (u64, u64),
 }
@@ -706,11 +705,15 @@ async fn init<C: redis::aio::ConnectionLike + Send>(
         .invoke_async(conn)
         .await?;
     let parse = || {
-        let [epoch, last, events, ttl] =
-            <[redis::Value; 4]>::try_from(replay::array(reply)?).ok()?;
+        let [epoch, last, base, events, ttl] =
+            <[redis::Value; 5]>::try_from(replay::array(reply)?).ok()?;
         Some(Joined {
             epoch: Epoch::parse(replay::bulk(&epoch)?)?,
             last: StreamId::parse(replay::bulk(&last)?)?,
+            // An epoch made before bases were kept began at the log's start.
+            base: replay::bulk(&base)
+                .and_then(StreamId::parse)
+                .unwrap_or(StreamId::ZERO),
             buffers: (
                 replay::text(&events)?.parse().ok()?,
                 replay::text(&ttl)?.parse().ok()?,

@@ -36,7 +36,16 @@ pub(super) async fn run(cluster: Arc<Cluster>, shutdown: Shutdown) {
             () = shutdown.wait() => return,
         }
         let done = tokio::time::timeout(period, report(&cluster, &mut reported)).await;
-        let up = matches!(done, Ok(Ok(())));
+        // An error Redis answered with (out of memory, say) still means it
+        // is up.
+        let up = match done {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => matches!(
+                err.kind(),
+                redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+            ),
+            Err(_elapsed) => false,
+        };
         cluster.engine_up.store(up, Ordering::Relaxed);
         cluster.metrics.cluster_engine_up(up);
     }

@@ -5,13 +5,17 @@
 //! several of them (and a future Redis Cluster would keep them together):
 //!
 //! - `{p}:epoch`, a hash: `id` (the cluster epoch), `created_ms` (Redis
-//!   time when it began) and `last` (the id of the newest event in the log).
+//!   time when it began), `base` (the log's newest id when it began: older
+//!   entries, which a lost-data epoch change leaves behind, are another
+//!   epoch's) and `last` (the id of the newest event in the log).
 //! - `{p}:meta`, a hash: `buffer_events`, `buffer_ttl_ms` that every node
 //!   must share.
 //! - `{p}:log`, a stream: every event of every topic, in publish order,
-//!   fields `E` (epoch), `t` (topic), `p` (the id of the topic's previous
-//!   event, see below) and `f` (the frame without its `id:` line). Kept to
-//!   about `log_max_events`. Every node reads it (its tail).
+//!   fields `E` (epoch), `P` (the id of the log's previous entry), `t`
+//!   (topic), `p` (the id of the topic's previous event, see below) and `f`
+//!   (the frame without its `id:` line). Kept to about `log_max_events`.
+//!   Every node reads it (its tail), and `P` tells it when entries it has
+//!   not read were trimmed away (`XREAD` itself would skip them silently).
 //! - `{p}:t:<topic>`, a stream per topic: the same id and `p`, `f`; at most
 //!   `buffer_events` entries, none older than `buffer_ttl` behind the
 //!   newest, and the key expires `buffer_ttl + 1s` after its newest entry.
@@ -95,7 +99,8 @@ macro_rules! script {
 /// Start-up and epoch adoption: creates the epoch if there is none (Redis
 /// restarted empty, or the first node ever), and the meta hash if there is
 /// none. KEYS: epoch, meta, log. ARGV: a fresh epoch, buffer_events,
-/// buffer_ttl_ms. Returns {epoch, last, buffer_events, buffer_ttl_ms}.
+/// buffer_ttl_ms. Returns {epoch, last, base, buffer_events,
+/// buffer_ttl_ms}.
 pub fn init() -> redis::Script {
     script!(
         r#"
@@ -107,45 +112,47 @@ if not redis.call('HGET', KEYS[1], 'id') then
       if info[i] == 'last-generated-id' then last = info[i + 1] end
     end
   end
-  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created_ms', int(now_ms()), 'last', last)
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created_ms', int(now_ms()), 'last', last, 'base', last)
 end
 if not redis.call('HGET', KEYS[2], 'buffer_events') then
   redis.call('HSET', KEYS[2], 'buffer_events', ARGV[2], 'buffer_ttl_ms', ARGV[3], 'schema', '1')
 end
-local epoch = redis.call('HMGET', KEYS[1], 'id', 'last')
+local epoch = redis.call('HMGET', KEYS[1], 'id', 'last', 'base')
 local meta = redis.call('HMGET', KEYS[2], 'buffer_events', 'buffer_ttl_ms')
-return {epoch[1], epoch[2], meta[1], meta[2]}
+return {epoch[1], epoch[2], epoch[3], meta[1], meta[2]}
 "#
     )
 }
 
 /// A node found that Redis lost events it had acknowledged: a new epoch
-/// begins, unless another node began one already. KEYS: epoch. ARGV: the
-/// epoch the loss was seen in, a fresh epoch. Returns {epoch, last}.
+/// begins at the log's newest id, unless another node began one already.
+/// KEYS: epoch. ARGV: the epoch the loss was seen in, a fresh epoch.
+/// Returns {epoch, last, base}.
 pub fn bump_epoch() -> redis::Script {
     script!(
         r#"
 if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'id', ARGV[2], 'created_ms', int(now_ms()))
+  local last = redis.call('HGET', KEYS[1], 'last') or '0-0'
+  redis.call('HSET', KEYS[1], 'id', ARGV[2], 'created_ms', int(now_ms()), 'base', last)
 end
-return redis.call('HMGET', KEYS[1], 'id', 'last')
+return redis.call('HMGET', KEYS[1], 'id', 'last', 'base')
 "#
     )
 }
 
 /// The tail's check on every (re)connect: is the log still the one it was
 /// reading? KEYS: epoch, log. ARGV: the tail's cursor. Returns {epoch or
-/// nil, last or nil, whether the cursor entry is in the log, the oldest
-/// entry's id or nil}.
+/// nil, last or nil, base or nil, whether the cursor entry is in the log,
+/// the oldest entry's id or nil}.
 pub fn check() -> redis::Script {
     script!(
         r#"
-local epoch = redis.call('HMGET', KEYS[1], 'id', 'last')
+local epoch = redis.call('HMGET', KEYS[1], 'id', 'last', 'base')
 local at = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
 local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 local oldest_id = false
 if #oldest > 0 then oldest_id = oldest[1][1] end
-return {epoch[1], epoch[2], #at, oldest_id}
+return {epoch[1], epoch[2], epoch[3], #at, oldest_id}
 "#
     )
 }
@@ -191,18 +198,20 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], int(now), '+inf')) do
   end
 end
 local reply = {'OK', int(others)}
+local log_prev = last
 for i = 9, #ARGV do
   local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
-    'E', ARGV[1], 't', ARGV[2], 'p', prev, 'f', ARGV[i])
+    'E', ARGV[1], 'P', log_prev, 't', ARGV[2], 'p', prev, 'f', ARGV[i])
   local ms, seq = parse_id(id)
   if seq >= 1048576 then
     redis.call('XDEL', KEYS[2], id)
     id = int(ms + 1) .. '-0'
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], id,
-      'E', ARGV[1], 't', ARGV[2], 'p', prev, 'f', ARGV[i])
+      'E', ARGV[1], 'P', log_prev, 't', ARGV[2], 'p', prev, 'f', ARGV[i])
   end
   redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], id, 'p', prev, 'f', ARGV[i])
   prev = id
+  log_prev = id
   reply[#reply + 1] = id
 end
 local newest_ms = parse_id(prev)

@@ -6,9 +6,11 @@
 //! would stall the shared one). A read that has not returned after three
 //! times `tail_block` is given up and the connection made anew: a stale
 //! connection after a failover can otherwise wait forever while the node
-//! looks healthy (centrifugal/centrifugo#1189). After every (re)connect,
-//! after every read that found nothing, and whenever a publish asks, it
-//! checks that the log is still the one it was reading:
+//! looks healthy (centrifugal/centrifugo#1189). Each entry names the log's
+//! previous one (`P`): an entry that does not follow the cursor means the
+//! log lost or trimmed entries the tail never read. Then, and after every
+//! (re)connect, after every read that found nothing, and whenever a publish
+//! asks, it checks that the log is still the one it was reading:
 //!
 //! - another epoch, or none (Redis restarted empty, or another node found a
 //!   loss): adopt it (making one if needed) and reset;
@@ -73,7 +75,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, start: StreamId, shutdown: Shutdo
                 continue;
             }
         };
-        if let Err(err) = check(&cluster, &mut conn, &mut cursor).await {
+        if let Err(err) = check(&cluster, &mut conn, &mut cursor, false).await {
             tracing::debug!(cause = %err, "cluster tail check failed");
             continue;
         }
@@ -117,7 +119,7 @@ async fn follow(
         let reply = tokio::select! {
             () = shutdown.wait() => return Ok(()),
             () = cluster.check_requested.notified() => {
-                check(cluster, conn, cursor).await?;
+                check(cluster, conn, cursor, false).await?;
                 continue;
             }
             reply = tokio::time::timeout(3 * block, read) => reply,
@@ -139,15 +141,15 @@ async fn follow(
             // Nothing new within `tail_block`: a cheap moment to make sure
             // the log is still the one being read (a FLUSHALL, say, leaves
             // the connection up and the read waiting for ever).
-            Some(entries) if entries.is_empty() => check(cluster, conn, cursor).await?,
-            Some(entries) => {
-                if !append(cluster, cursor, entries) {
-                    check(cluster, conn, cursor).await?;
-                }
-            }
+            Some(entries) if entries.is_empty() => check(cluster, conn, cursor, false).await?,
+            Some(entries) => match append(cluster, cursor, entries) {
+                Appended::All => {}
+                Appended::OtherEpoch => check(cluster, conn, cursor, false).await?,
+                Appended::Discontinuous => check(cluster, conn, cursor, true).await?,
+            },
             None => {
                 tracing::warn!("cluster tail: an unreadable reply from Redis; checking the log");
-                check(cluster, conn, cursor).await?;
+                check(cluster, conn, cursor, false).await?;
             }
         }
     }
@@ -156,9 +158,21 @@ async fn follow(
 /// One entry of the log, as the tail needs it.
 struct LogEntry {
     id: StreamId,
+    /// The log's previous entry when this one was added.
+    log_prev: Option<StreamId>,
     epoch: Option<Epoch>,
     topic: Vec<u8>,
     body: bytes::Bytes,
+}
+
+/// How far `append` got.
+enum Appended {
+    All,
+    /// It stopped at an entry of another epoch.
+    OtherEpoch,
+    /// It stopped at an entry that does not follow the cursor: entries in
+    /// between are gone.
+    Discontinuous,
 }
 
 /// The entries of an `XREAD` reply (`None` if it is not one).
@@ -174,11 +188,13 @@ fn log_entries(reply: Value) -> Option<Vec<LogEntry>> {
             };
             let mut epoch = None;
             let mut topic = None;
+            let mut log_prev = None;
             if let Some(fields) = fields.and_then(array) {
                 let mut fields = fields.into_iter();
                 while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
                     match bulk(&name)? {
                         b"E" => epoch = bulk(&value).and_then(Epoch::parse),
+                        b"P" => log_prev = bulk(&value).and_then(StreamId::parse),
                         b"t" => topic = bulk(&value).map(<[u8]>::to_vec),
                         _ => {}
                     }
@@ -187,6 +203,7 @@ fn log_entries(reply: Value) -> Option<Vec<LogEntry>> {
             let entry = parse_entry(item)?;
             entries.push(LogEntry {
                 id: entry.id,
+                log_prev,
                 epoch,
                 topic: topic?,
                 body: entry.body,
@@ -197,16 +214,20 @@ fn log_entries(reply: Value) -> Option<Vec<LogEntry>> {
 }
 
 /// Appends `entries` to the local rings, consecutive entries of one topic
-/// in one step. Stops at an entry of another epoch (and returns `false`:
-/// the log must be checked) without appending it.
-fn append(cluster: &Cluster, cursor: &mut Cursor, entries: Vec<LogEntry>) -> bool {
+/// in one step. Stops, without appending it, at an entry of another epoch
+/// or one that does not follow the cursor: the log must be checked.
+fn append(cluster: &Cluster, cursor: &mut Cursor, entries: Vec<LogEntry>) -> Appended {
     let map = *cluster.ids.borrow();
     let mut run: Vec<Numbered> = Vec::new();
     let mut run_topic: Vec<u8> = Vec::new();
-    let mut same_epoch = true;
+    let mut appended = Appended::All;
     for entry in entries {
         if entry.epoch != Some(map.epoch) {
-            same_epoch = false;
+            appended = Appended::OtherEpoch;
+            break;
+        }
+        if entry.log_prev != Some(cursor.id) {
+            appended = Appended::Discontinuous;
             break;
         }
         if entry.topic != run_topic {
@@ -228,7 +249,7 @@ fn append(cluster: &Cluster, cursor: &mut Cursor, entries: Vec<LogEntry>) -> boo
     }
     flush(cluster, &run_topic, run);
     moved_to(cluster, &map, cursor.id);
-    same_epoch
+    appended
 }
 
 /// Appends one run of a topic's events.
@@ -272,16 +293,19 @@ fn moved_to(cluster: &Cluster, map: &IdMap, id: StreamId) {
 struct Found {
     epoch: Option<Epoch>,
     last: StreamId,
+    base: StreamId,
     cursor_present: bool,
     oldest: Option<StreamId>,
 }
 
 /// Checks that the log is still the one the cursor is in, and resets the
-/// node where it is not (see the module doc).
+/// node where it is not (see the module doc). `entries_missed`: the tail
+/// read an entry that does not follow its cursor.
 async fn check(
     cluster: &Cluster,
     conn: &mut MultiplexedConnection,
     cursor: &mut Cursor,
+    entries_missed: bool,
 ) -> redis::RedisResult<()> {
     let reply: Value = cluster
         .scripts
@@ -310,25 +334,15 @@ async fn check(
                      than this node's; every node must use the same"
                 );
             }
-            adopt(
-                cluster,
-                cursor,
-                joined.epoch,
-                joined.last,
-                ResyncReason::EpochChanged,
-            );
+            let joined_at = (joined.epoch, joined.base, joined.last);
+            adopt(cluster, cursor, joined_at, ResyncReason::EpochChanged);
         }
         Some(epoch) if epoch != known => {
-            adopt(
-                cluster,
-                cursor,
-                epoch,
-                found.last,
-                ResyncReason::EpochChanged,
-            );
+            let at = (epoch, found.base, found.last);
+            adopt(cluster, cursor, at, ResyncReason::EpochChanged);
         }
         Some(_) => {
-            let entry_gone = cursor.is_entry && !found.cursor_present;
+            let entry_gone = (cursor.is_entry && !found.cursor_present) || entries_missed;
             let lost = found.last < cursor.id
                 || (entry_gone && found.oldest.is_none_or(|oldest| oldest < cursor.id));
             if lost {
@@ -340,7 +354,7 @@ async fn check(
                     .arg(Epoch::generate().as_str())
                     .invoke_async(conn)
                     .await?;
-                let (epoch, last) = parse_epoch_last(reply).ok_or_else(|| {
+                let begun = parse_epoch(reply).ok_or_else(|| {
                     redis::RedisError::from((redis::ErrorKind::Parse, "unexpected epoch reply"))
                 })?;
                 tracing::warn!(
@@ -349,7 +363,7 @@ async fn check(
                     "Redis lost events this node had read (a failover or a restart from an \
                      older copy): a new epoch begins, and resuming clients get a gap"
                 );
-                adopt(cluster, cursor, epoch, last, ResyncReason::DataLost);
+                adopt(cluster, cursor, begun, ResyncReason::DataLost);
             } else if entry_gone {
                 tracing::warn!(
                     cursor = %cursor.id,
@@ -366,41 +380,50 @@ async fn check(
 }
 
 fn parse_found(reply: Value) -> Option<Found> {
-    let [epoch, last, present, oldest] = <[Value; 4]>::try_from(array(reply)?).ok()?;
+    let [epoch, last, base, present, oldest] = <[Value; 5]>::try_from(array(reply)?).ok()?;
     Some(Found {
         epoch: bulk(&epoch).and_then(Epoch::parse),
-        last: bulk(&last)
-            .and_then(StreamId::parse)
-            .unwrap_or(StreamId::ZERO),
+        last: stream_id_or_zero(&last),
+        base: stream_id_or_zero(&base),
         cursor_present: matches!(present, Value::Int(n) if n > 0),
         oldest: bulk(&oldest).and_then(StreamId::parse),
     })
 }
 
-fn parse_epoch_last(reply: Value) -> Option<(Epoch, StreamId)> {
-    let [epoch, last] = <[Value; 2]>::try_from(array(reply)?).ok()?;
+/// An epoch as the bump script returns it: (epoch, base, last).
+fn parse_epoch(reply: Value) -> Option<(Epoch, StreamId, StreamId)> {
+    let [epoch, last, base] = <[Value; 3]>::try_from(array(reply)?).ok()?;
     Some((
         Epoch::parse(bulk(&epoch)?)?,
-        bulk(&last)
-            .and_then(StreamId::parse)
-            .unwrap_or(StreamId::ZERO),
+        stream_id_or_zero(&base),
+        stream_id_or_zero(&last),
     ))
 }
 
-/// Moves to `epoch`, whose log ends at `last`, and resets the node there.
+/// A stream id, `0-0` where Redis has none (an empty log).
+fn stream_id_or_zero(value: &Value) -> StreamId {
+    bulk(value)
+        .and_then(StreamId::parse)
+        .unwrap_or(StreamId::ZERO)
+}
+
+/// Moves to an epoch, `(epoch, its base, the log's newest id)`, and resets
+/// the node at that newest id.
 fn adopt(
     cluster: &Cluster,
     cursor: &mut Cursor,
-    epoch: Epoch,
-    last: StreamId,
+    (epoch, base, last): (Epoch, StreamId, StreamId),
     reason: ResyncReason,
 ) {
     let head = cluster.registry.sequence().last();
-    let map = cluster.ids.borrow().next(epoch, last, head);
-    tracing::warn!(epoch = %epoch, "cluster epoch changed: this node's streams end, and resuming clients get a gap");
+    let map = cluster.ids.borrow().next(epoch, base, last, head);
+    tracing::warn!(
+        epoch = %epoch,
+        "cluster epoch changed: this node's streams end, and resuming clients get a gap"
+    );
     cluster.metrics.cluster_epoch_changed();
-    reset(cluster, cursor, &map, last, reason);
     cluster.ids.send_replace(map);
+    reset(cluster, cursor, &map, last, reason);
 }
 
 /// Empties the rings up to `last` (of `map`'s epoch), ends the streams,
