@@ -3,6 +3,8 @@
 #   benches/compare.sh                      # every workload, both servers
 #   benches/compare.sh --scale 0.1          # a quick smoke run
 #   benches/compare.sh --workloads idle     # one workload
+#   benches/compare.sh --baseline /tmp/ssegate-before --servers ssegate,baseline
+#                                           # this build against an older one
 # Installs what is missing (nginx with nchan, oha), builds ssegate and the load
 # generator in release mode, runs each workload against ssegate and then nchan
 # (server on core 0, load generator on core 1), stops every process it started,

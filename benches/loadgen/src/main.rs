@@ -1,5 +1,7 @@
 //! `ssegate-bench`: fan-out workloads run side by side against ssegate and
-//! nchan, with every delivery checked, and a table of ratios.
+//! nchan, with every delivery checked, and a table of ratios. `--baseline`
+//! adds a second ssegate binary (the build before a change) for an
+//! after / before ratio measured in the same run.
 //!
 //! The servers run on one core (`taskset -c 0`), this load generator on the
 //! other (it pins itself to core 1): one core each is the fair, repeatable
@@ -31,6 +33,11 @@ struct Args {
     /// The ssegate binary (build it with --release).
     #[arg(long, default_value = "target/release/ssegate")]
     ssegate: PathBuf,
+    /// A second ssegate binary, measured as the server `baseline` when
+    /// --servers names it (e.g. ssegate,baseline): the build before a change,
+    /// started exactly like ssegate, for a ratio ssegate / baseline.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
     /// The nchan peer: a directory with run.sh and nginx.conf.
     #[arg(long, default_value = "../shared/peers/nchan")]
     nchan_dir: PathBuf,
@@ -100,6 +107,7 @@ fn main() {
 }
 
 async fn run_all(args: &Args) -> Result<Results, String> {
+    check_baseline(args)?;
     let clock = Clock::new();
     let mut results = Results::default();
     // Servers take turns workload by workload (and round by round for the
@@ -122,9 +130,41 @@ async fn run_all(args: &Args) -> Result<Results, String> {
     Ok(results)
 }
 
+/// Checks `--baseline` against `--servers` before the first workload: a
+/// missing baseline binary would otherwise surface only at its first turn,
+/// after the other servers' runs, or (given but not named) go unmeasured
+/// without a word.
+fn check_baseline(args: &Args) -> Result<(), String> {
+    let named = args.servers.iter().any(|name| name == "baseline");
+    match &args.baseline {
+        None if named => Err("--servers names baseline, but no --baseline PATH is given".into()),
+        Some(path) if named && !path.is_file() => {
+            Err(format!("baseline binary {} not found", path.display()))
+        }
+        Some(path) if !named => {
+            eprintln!(
+                "warning: --baseline {} is not measured: --servers does not name baseline",
+                path.display()
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Starts `name` afresh. `baseline` starts exactly like `ssegate` (same
+/// port, core and flags), from its own binary, so the two differ only by
+/// the build.
 fn start(args: &Args, name: &str) -> Result<Server, String> {
     match name {
-        "ssegate" => Server::ssegate(&args.ssegate, 8090, args.server_core, &[]),
+        "ssegate" => Server::ssegate("ssegate", &args.ssegate, 8090, args.server_core, &[]),
+        "baseline" => {
+            let binary = args
+                .baseline
+                .as_deref()
+                .ok_or_else(|| "the server baseline needs --baseline PATH".to_string())?;
+            Server::ssegate("baseline", binary, 8090, args.server_core, &[])
+        }
         "nchan" => Server::nchan(&args.nchan_dir, args.server_core),
         other => Err(format!("unknown server {other:?}")),
     }

@@ -1,5 +1,7 @@
 //! The comparison table: each figure for each server, the ratio
-//! ssegate / nchan, and the target it is held to.
+//! ssegate / nchan, and the target it is held to; with a baseline (a second
+//! ssegate binary, the build before a change) measured, also its figure and
+//! the ratio ssegate / baseline, after / before.
 
 use std::fmt::Write;
 
@@ -229,43 +231,16 @@ impl Results {
             .map(|(_, r)| r)
     }
 
-    /// A Markdown table of every figure measured.
+    /// A Markdown table of every figure measured. With a baseline measured,
+    /// its figure and ssegate / baseline follow the existing columns; without
+    /// one, the table reads exactly as it did before baselines existed, so
+    /// older tables and the README's stay comparable line by line.
     pub fn table(&self) -> String {
+        let with_baseline = self.get("baseline").is_some();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "| figure | ssegate | nchan | ssegate / nchan | target | met |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---|---|");
+        write_header(&mut out, with_baseline);
         for row in ROWS {
-            let ssegate = self.get("ssegate").and_then(|r| (row.value)(r));
-            let nchan = self.get("nchan").and_then(|r| (row.value)(r));
-            if ssegate.is_none() && nchan.is_none() {
-                continue;
-            }
-            let ratio = ssegate
-                .zip(nchan)
-                .filter(|(_, n)| *n > 0.0)
-                .map(|(s, n)| s / n);
-            let (target, met) = match (row.target, ratio) {
-                (Target::AtLeast(t), Some(r)) => {
-                    (format!(">= {t}"), if r >= t { "yes" } else { "NO" })
-                }
-                (Target::AtMost(t), Some(r)) => {
-                    (format!("<= {t}"), if r <= t { "yes" } else { "NO" })
-                }
-                (Target::AtLeast(t), None) => (format!(">= {t}"), "?"),
-                (Target::AtMost(t), None) => (format!("<= {t}"), "?"),
-                (Target::Info, _) => (String::new(), ""),
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {target} | {met} |",
-                row.figure,
-                fmt(ssegate, row.unit),
-                fmt(nchan, row.unit),
-                ratio.map_or("-".into(), |r| format!("{r:.2}")),
-            );
+            self.write_row(&mut out, row, with_baseline);
         }
         let loaded: Vec<_> = self
             .servers
@@ -311,6 +286,38 @@ impl Results {
         out
     }
 
+    /// One figure's line, or none when no server measured it. The target is
+    /// judged on ssegate / nchan only: the targets are the comparison with
+    /// nchan, while after / before is there to be read, not judged.
+    fn write_row(&self, out: &mut String, row: &Row, with_baseline: bool) {
+        let value = |name| self.get(name).and_then(|r| (row.value)(r));
+        let (ssegate, nchan, baseline) = (value("ssegate"), value("nchan"), value("baseline"));
+        if ssegate.is_none() && nchan.is_none() && baseline.is_none() {
+            return;
+        }
+        let vs_nchan = ratio(ssegate, nchan);
+        let (target, met) = judge(row.target, vs_nchan);
+        let _ = write!(
+            out,
+            "| {} | {} | {} | {} | {target} | {met} |",
+            row.figure,
+            fmt(ssegate, row.unit),
+            fmt(nchan, row.unit),
+            fmt_ratio(vs_nchan),
+        );
+        if with_baseline {
+            let _ = write!(
+                out,
+                " {} | {} |",
+                fmt(baseline, row.unit),
+                fmt_ratio(ratio(ssegate, baseline)),
+            );
+        }
+        out.push('\n');
+    }
+
+    /// The raw figures of every server measured, keyed by its name
+    /// (`ssegate`, `nchan`, `baseline`).
     pub fn to_json(&self) -> String {
         let step = |s: &Step| {
             json!({
@@ -348,10 +355,143 @@ impl Results {
     }
 }
 
+/// The table's header; the baseline's two columns come last so that the
+/// target and its verdict stay next to the ratio they judge.
+fn write_header(out: &mut String, with_baseline: bool) {
+    let (names, aligns) = if with_baseline {
+        (" baseline | ssegate / baseline |", "---:|---:|")
+    } else {
+        ("", "")
+    };
+    let _ = writeln!(
+        out,
+        "| figure | ssegate | nchan | ssegate / nchan | target | met |{names}"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---|---|{aligns}");
+}
+
+/// `a / b`, when both were measured and `b` is not zero.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b)
+}
+
+/// The target column and its verdict for a ratio ssegate / nchan (`?` when
+/// the ratio is missing, empty for figures shown for information).
+fn judge(target: Target, ratio: Option<f64>) -> (String, &'static str) {
+    match (target, ratio) {
+        (Target::AtLeast(t), Some(r)) => (format!(">= {t}"), if r >= t { "yes" } else { "NO" }),
+        (Target::AtMost(t), Some(r)) => (format!("<= {t}"), if r <= t { "yes" } else { "NO" }),
+        (Target::AtLeast(t), None) => (format!(">= {t}"), "?"),
+        (Target::AtMost(t), None) => (format!("<= {t}"), "?"),
+        (Target::Info, _) => (String::new(), ""),
+    }
+}
+
+fn fmt_ratio(ratio: Option<f64>) -> String {
+    ratio.map_or("-".into(), |r| format!("{r:.2}"))
+}
+
 fn fmt(value: Option<f64>, unit: &str) -> String {
     match value {
         None => "-".into(),
         Some(v) if v >= 100.0 => format!("{v:.0} {unit}"),
         Some(v) => format!("{v:.2} {unit}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle(rss_per_subscriber_bytes: f64) -> ServerResults {
+        ServerResults {
+            idle: Some(Idle {
+                n_subscribers: 1000,
+                rss_per_subscriber_bytes,
+                idle_cpu_share: 0.0,
+            }),
+            ..ServerResults::default()
+        }
+    }
+
+    fn results(servers: Vec<(&'static str, f64)>) -> Results {
+        Results {
+            servers: servers
+                .into_iter()
+                .map(|(name, rss)| (name, idle(rss)))
+                .collect(),
+        }
+    }
+
+    fn line<'a>(table: &'a str, start: &str) -> &'a str {
+        table
+            .lines()
+            .find(|line| line.starts_with(start))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn without_a_baseline_the_table_is_as_before() {
+        let table = results(vec![("ssegate", 4821.0), ("nchan", 10274.0)]).table();
+        let mut lines = table.lines();
+        assert_eq!(
+            lines.next(),
+            Some("| figure | ssegate | nchan | ssegate / nchan | target | met |")
+        );
+        assert_eq!(lines.next(), Some("|---|---:|---:|---:|---|---|"));
+        assert_eq!(
+            line(&table, "| idle RSS"),
+            "| idle RSS per subscriber | 4821 B | 10274 B | 0.47 | <= 0.5 | yes |"
+        );
+    }
+
+    #[test]
+    fn a_baseline_adds_its_figure_and_after_over_before() {
+        let table = results(vec![("ssegate", 4821.0), ("baseline", 5000.0)]).table();
+        let mut lines = table.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "| figure | ssegate | nchan | ssegate / nchan | target | met | baseline | ssegate / baseline |"
+            )
+        );
+        assert_eq!(lines.next(), Some("|---|---:|---:|---:|---|---|---:|---:|"));
+        assert_eq!(
+            line(&table, "| idle RSS"),
+            "| idle RSS per subscriber | 4821 B | - | - | <= 0.5 | ? | 5000 B | 0.96 |"
+        );
+        // Idle CPU is zero for the baseline here: no ratio, as for nchan.
+        assert_eq!(
+            line(&table, "| idle CPU"),
+            "| idle CPU (heartbeats only) | 0.00 % | - | - |  |  | 0.00 % | - |"
+        );
+    }
+
+    #[test]
+    fn the_target_stays_on_ssegate_over_nchan() {
+        let table = results(vec![
+            ("ssegate", 4821.0),
+            ("baseline", 1000.0),
+            ("nchan", 10274.0),
+        ])
+        .table();
+        assert_eq!(
+            line(&table, "| idle RSS"),
+            "| idle RSS per subscriber | 4821 B | 10274 B | 0.47 | <= 0.5 | yes | 1000 B | 4.82 |"
+        );
+    }
+
+    #[test]
+    fn json_includes_the_baseline() {
+        let json = results(vec![("ssegate", 4821.0), ("baseline", 5000.0)]).to_json();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(
+            value["baseline"]["idle"]["rss_per_subscriber_bytes"].as_f64(),
+            Some(5000.0)
+        );
+        assert_eq!(
+            value["ssegate"]["idle"]["rss_per_subscriber_bytes"].as_f64(),
+            Some(4821.0)
+        );
     }
 }

@@ -19,17 +19,27 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the ssegate binary on `core` with its embedded defaults.
+    /// Starts the ssegate binary on `core` with its embedded defaults,
+    /// measured as `name`: `ssegate`, or `baseline` for a second binary of it
+    /// (the build before a change), which starts exactly the same way.
     pub fn ssegate(
+        name: &'static str,
         binary: &Path,
         port: u16,
         core: usize,
         extra_args: &[&str],
     ) -> Result<Server, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Started outside the repository, so that every binary (an older
+        // baseline too) runs on its embedded defaults rather than on
+        // whatever `config/ssegate.toml` holds today.
+        let binary = binary
+            .canonicalize()
+            .map_err(|err| format!("cannot find {}: {err}", binary.display()))?;
         let child = Command::new("taskset")
             .args(["-c", &core.to_string()])
-            .arg(binary)
+            .arg(&binary)
+            .current_dir(std::env::temp_dir())
             .args(["--listen", &addr.to_string()])
             .args(extra_args)
             .env("RUST_LOG", "warn")
@@ -38,7 +48,7 @@ impl Server {
             .spawn()
             .map_err(|err| format!("cannot start {}: {err}", binary.display()))?;
         let server = Server {
-            name: "ssegate",
+            name,
             addr,
             pid: child.id(),
             child: Some(child),
