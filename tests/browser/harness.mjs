@@ -1,6 +1,7 @@
 // Shared by the browser suites: the real ssegate binary on a free port, a
 // page server on another origin (so every request is cross-origin), a TCP
-// proxy whose connections a test can cut, and headless Chromium.
+// proxy whose connections a test can cut, a round-robin proxy over several
+// gateways, and headless Chromium.
 
 import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
@@ -28,15 +29,24 @@ export function freePort() {
   });
 }
 
+/** Gateways still running: killed if this process exits (a test timed out). */
+const spawned = new Set();
+process.once('exit', () => {
+  for (const proc of spawned) proc.kill('SIGKILL');
+});
+
 /**
  * Starts the gateway on `port` (a free one when omitted) and resolves once it
- * logs its address. `origins` become `cors_allowed_origins`.
+ * logs its address. `origins` become `cors_allowed_origins`; `retry` is the
+ * reconnection delay it tells browsers.
  */
-export function startGateway({ port, origins = [], args = [] } = {}) {
+export function startGateway({ port, origins = [], args = [], retry = '250ms' } = {}) {
   return (port ? Promise.resolve(port) : freePort()).then((port) => {
-    const allArgs = ['--listen', `127.0.0.1:${port}`, '--retry', '250ms', ...args];
+    const allArgs = ['--listen', `127.0.0.1:${port}`, '--retry', retry, ...args];
     if (origins.length > 0) allArgs.push('--cors-allowed-origins', origins.join(','));
     const proc = spawn(BIN, allArgs, { env: { ...process.env, RUST_LOG: 'info' } });
+    spawned.add(proc);
+    proc.once('exit', () => spawned.delete(proc));
     let log = '';
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`gateway did not start: ${log}`)), PATIENCE_MS);
@@ -58,6 +68,18 @@ export function stopGateway(gateway) {
     if (gateway.proc.exitCode !== null) return resolve(gateway.proc.exitCode);
     gateway.proc.once('exit', (code) => resolve(code));
     gateway.proc.kill('SIGTERM');
+  });
+}
+
+/** SIGKILL (no shutdown, no goodbye to clients), then how it ended. */
+export function killGateway(gateway) {
+  return new Promise((resolve) => {
+    const { proc } = gateway;
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      return resolve({ code: proc.exitCode, signal: proc.signalCode });
+    }
+    proc.once('exit', (code, signal) => resolve({ code, signal }));
+    proc.kill('SIGKILL');
   });
 }
 
@@ -195,6 +217,73 @@ export async function startProxy(targetPort) {
       stalled = false;
       for (const upstream of upstreams) upstream.resume();
     },
+    close: () => new Promise((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(resolve);
+    }),
+  };
+}
+
+/**
+ * A round-robin TCP proxy over `targetPorts`, as a load balancer in front of
+ * several gateways: each new connection goes to the next target in turn,
+ * and when that one refuses (its process is gone) to the one after it, so
+ * only targets that are up get connections; a connection no target takes
+ * is reset. `routes()` lists every connection that reached a target: its
+ * port, the ports that refused it first (`skipped`), and what the client
+ * sent on it (its request head first), bounded.
+ */
+export async function startRoundRobinProxy(targetPorts) {
+  const sockets = new Set();
+  const routes = [];
+  let next = 0;
+  const connectToNextUp = (first, skipped = []) => new Promise((resolve) => {
+    if (skipped.length === targetPorts.length) return resolve({ upstream: null, skipped });
+    const port = targetPorts[(first + skipped.length) % targetPorts.length];
+    const upstream = net.connect(port, '127.0.0.1');
+    upstream.once('connect', () => {
+      upstream.removeAllListeners('error');
+      resolve({ upstream, port, skipped });
+    });
+    upstream.once('error', () => {
+      upstream.destroy();
+      resolve(connectToNextUp(first, [...skipped, port]));
+    });
+  });
+  const server = net.createServer(async (client) => {
+    // Held (unread) until a target has taken the connection.
+    client.pause();
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.on('error', () => client.destroy());
+    const first = next;
+    next = (next + 1) % targetPorts.length;
+    const { upstream, port, skipped } = await connectToNextUp(first);
+    if (!upstream) {
+      client.resetAndDestroy();
+      return;
+    }
+    if (client.destroyed) {
+      upstream.destroy();
+      return;
+    }
+    const route = { port, skipped, sent: '' };
+    routes.push(route);
+    client.on('data', (chunk) => {
+      if (route.sent.length < 1 << 16) route.sent += chunk.toString('latin1');
+    });
+    sockets.add(upstream);
+    upstream.on('close', () => sockets.delete(upstream));
+    upstream.on('error', () => client.destroy());
+    client.on('error', () => upstream.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = server.address().port;
+  return {
+    base: `http://127.0.0.1:${port}`,
+    routes: () => routes.map((route) => ({ ...route })),
     close: () => new Promise((resolve) => {
       for (const socket of sockets) socket.destroy();
       server.close(resolve);
