@@ -299,3 +299,116 @@ async fn the_publish_reply_counts_subscribers_on_every_node() {
     })
     .await;
 }
+
+/// The seam under fire: a publisher flat out while clients hop between
+/// random nodes every few hundred milliseconds with the last id they saw
+/// (header or query): each client's union of what it received is every
+/// event from its first one on, once, in order, with no `gap` (the buffers
+/// hold every event, so none is owed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hopping_between_nodes_miss_nothing_and_see_nothing_twice() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes: Arc<Vec<ServerProcess>> =
+        Arc::new((0..3).map(|_| node(&redis.url(), &[])).collect());
+    const N_EVENTS: usize = 400;
+    const N_CLIENTS: usize = 12;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (nodes, done) = (Arc::clone(&nodes), Arc::clone(&done));
+        tokio::spawn(async move {
+            let client = common::client();
+            let mut published = Vec::new();
+            for i in 0..N_EVENTS {
+                let url = nodes[i % nodes.len()].url("/publish/storm/s");
+                let reply = common::publish_to(&client, &url, format!("e{i}")).await;
+                published.push((reply.id, format!("e{i}")));
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            published
+        })
+    };
+    let mut clients = Vec::new();
+    for c in 0..N_CLIENTS {
+        let (nodes, done) = (Arc::clone(&nodes), Arc::clone(&done));
+        clients.push(tokio::spawn(async move {
+            // A small xorshift per client: hops and dwell times vary.
+            let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ (c as u64 + 1);
+            let mut next = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let mut seen: Vec<(String, String)> = Vec::new();
+            let mut gaps = Vec::new();
+            let mut hops = 0;
+            loop {
+                let node = &nodes[(next() % 3) as usize];
+                let last = seen.last().map(|(id, _)| id.clone());
+                let mut sub = match (&last, next() % 2) {
+                    (Some(id), 0) => {
+                        let query = format!("/subscribe/storm/s?last_event_id={id}");
+                        subscribe(node, &query, None).await
+                    }
+                    _ => subscribe(node, "/subscribe/storm/s", last.as_deref()).await,
+                };
+                hops += 1;
+                let dwell = Duration::from_millis(100 + next() % 400);
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let (more, _) = match finished {
+                    // After the last publish: read until everything is in.
+                    true => read_until_quiet(&mut sub, Duration::from_millis(800)).await,
+                    false => read_for(&mut sub, dwell).await,
+                };
+                seen.extend(more.events);
+                gaps.extend(more.gaps);
+                if finished {
+                    return (seen, gaps, hops);
+                }
+            }
+        }));
+    }
+    let published = publisher.await.expect("publisher");
+    for (c, client) in clients.into_iter().enumerate() {
+        let (seen, gaps, hops) = client.await.expect("client");
+        assert!(gaps.is_empty(), "client {c}: {gaps:?}");
+        assert!(hops > 2, "client {c} hopped {hops} times");
+        let first = seen.first().expect("events").0.clone();
+        let from = published
+            .iter()
+            .position(|(id, _)| *id == first)
+            .expect("a published id");
+        let expected = &published[from..];
+        if seen != expected {
+            let at = seen
+                .iter()
+                .zip(expected)
+                .position(|(got, want)| got != want)
+                .unwrap_or(seen.len().min(expected.len()));
+            panic!(
+                "client {c} after {hops} hops: {} events seen, {} expected, first \
+                 difference at {at}: got {:?}, expected {:?}",
+                seen.len(),
+                expected.len(),
+                seen.get(at),
+                expected.get(at)
+            );
+        }
+    }
+}
+
+/// Reads what comes within `dwell`, then lets the stream go.
+async fn read_for(
+    subscriber: &mut common::Subscriber,
+    dwell: Duration,
+) -> (common::cluster::Seen, bool) {
+    let deadline = tokio::time::Instant::now() + dwell;
+    let mut seen = common::cluster::Seen::default();
+    loop {
+        match tokio::time::timeout_at(deadline, subscriber.next_or_end()).await {
+            Err(_) => return (seen, false),
+            Ok(None) => return (seen, true),
+            Ok(Some(event)) => seen.push(event),
+        }
+    }
+}
