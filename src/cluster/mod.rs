@@ -455,22 +455,31 @@ impl Cluster {
         })
     }
 
+    /// Redis's current epoch (another than this node's if its tail has not
+    /// caught up with a change yet).
     async fn redis_epoch(&self) -> redis::RedisResult<Option<Epoch>> {
-        let id: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(&self.keys.epoch)
-            .arg("id")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(id.as_deref().and_then(Epoch::parse))
+        Ok(self
+            .epoch_field("id")
+            .await?
+            .as_deref()
+            .and_then(Epoch::parse))
     }
 
+    /// The id of the newest event in Redis.
     async fn redis_last(&self) -> redis::RedisResult<Option<StreamId>> {
-        let last: Option<Vec<u8>> = redis::cmd("HGET")
+        Ok(self
+            .epoch_field("last")
+            .await?
+            .as_deref()
+            .and_then(StreamId::parse))
+    }
+
+    async fn epoch_field(&self, field: &str) -> redis::RedisResult<Option<Vec<u8>>> {
+        redis::cmd("HGET")
             .arg(&self.keys.epoch)
-            .arg("last")
+            .arg(field)
             .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(last.as_deref().and_then(StreamId::parse))
+            .await
     }
 
     /// At shutdown: this node's streams no longer count (best effort).

@@ -143,7 +143,7 @@ impl Redis {
         command.query(&mut conn)
     }
 
-    /// Whether anything (a node's tail) has moved past `id` in the log.
+    /// A command's reply as text (`None` for other replies).
     pub fn string(&self, args: &[&str]) -> Option<String> {
         match self.cmd(args) {
             redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
@@ -179,17 +179,7 @@ pub fn refused_start(redis_url: &str, args: &[&str]) -> (std::process::ExitStatu
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ssegate");
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("ssegate started although it should have refused");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = super::wait_exit(&mut child);
     let mut stderr = String::new();
     use std::io::Read;
     child

@@ -366,17 +366,7 @@ impl ServerProcess {
 
     /// Waits for the process to exit, failing the test after `PATIENCE`.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "ssegate did not exit in time"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child)
     }
 
     /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
@@ -401,6 +391,21 @@ impl Drop for ServerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Waits for `child` to exit, failing the test after `PATIENCE`.
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssegate did not exit in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
