@@ -307,6 +307,34 @@ impl Registry {
     /// (`max_buffered_bytes`) raise the topic's floor past them instead, so
     /// its streams end and resume from Redis rather than miss them.
     pub(crate) fn append_numbered(&self, name: TopicStr<'_>, events: Vec<Numbered>) {
+        for run in self.fitting_runs(events) {
+            self.append_run(name, run);
+        }
+    }
+
+    /// Cuts `events` into runs one ring holds (`Topic::append`'s
+    /// precondition), so that no run evicts its own first events.
+    fn fitting_runs(&self, events: Vec<Numbered>) -> Vec<Vec<Numbered>> {
+        let buffer = &self.settings.buffer;
+        let mut runs: Vec<Vec<Numbered>> = Vec::new();
+        let mut n_bytes = 0;
+        for event in events {
+            let fits = runs.last().is_some_and(|run| {
+                run.len() < buffer.max_events && n_bytes + event.frame.len() <= buffer.max_bytes
+            });
+            if !fits {
+                runs.push(Vec::new());
+                n_bytes = 0;
+            }
+            n_bytes += event.frame.len();
+            if let Some(run) = runs.last_mut() {
+                run.push(event);
+            }
+        }
+        runs
+    }
+
+    fn append_run(&self, name: TopicStr<'_>, events: Vec<Numbered>) {
         let Some(last_seq) = events.last().map(|event| event.seq) else {
             return;
         };
@@ -324,8 +352,10 @@ impl Registry {
                         topic = name.as_str(),
                         "max_buffered_bytes reached: this topic's new events are replayed from Redis"
                     );
-                    self.sequence.observe(last_seq);
+                    // The floor first: a reader that sees the sequence past
+                    // these events must find them missing, not skip them.
                     topic.clear(last_seq);
+                    self.sequence.observe(last_seq);
                     return;
                 }
             }
@@ -339,12 +369,15 @@ impl Registry {
     /// resume exactly from Redis, or get a `gap` where Redis lost events.
     pub(crate) fn reset(&self, floor: u64) {
         self.last_reset.fetch_max(floor, Ordering::SeqCst);
-        self.sequence.observe(floor);
         // Before the topics are walked: one created meanwhile exhumes this.
         self.graveyard.raise_floor(floor);
         for topic in self.all_topics() {
             topic.clear(floor);
         }
+        // Last: a reader that loads the sequence at the floor then finds
+        // every topic cleared, so it cannot move its cursor over the reset
+        // (see `subscription`'s multi-topic order).
+        self.sequence.observe(floor);
     }
 
     /// The floor of the last `reset` (0 if none).

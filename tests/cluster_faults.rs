@@ -580,3 +580,42 @@ async fn redis_out_of_memory() {
     assert!(seen.gaps.is_empty());
     assert_eq!(seen.events, vec![(after, "after".to_owned())]);
 }
+
+/// A Redis that keeps restarting empty (a crash loop without persistence):
+/// each time a new epoch, and the node goes on delivering, however many
+/// times it happens (a new epoch starts at Redis's clock, so the node's
+/// sequence numbers stay where they were instead of leaping each time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarting_empty_again_and_again() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let args = ["--cluster-tail-block", "1s"];
+    let a = node(&redis.url(), &args);
+    let b = node(&redis.url(), &args);
+    for round in 1..=12 {
+        redis.restart();
+        eventually("both nodes moved to the new epoch", || async {
+            metric(a.addr, "ssegate_cluster_epoch_changes_total").await == f64::from(round)
+                && metric(b.addr, "ssegate_cluster_epoch_changes_total").await == f64::from(round)
+        })
+        .await;
+        // Real ids in every epoch: what the nodes' numbers must stay near.
+        publish_when_back(&a, "loop/k", &format!("round {round}")).await;
+    }
+    let mut sub = subscribe(&b, "/subscribe/loop/k", None).await;
+    let id = publish_when_back(&a, "loop/k", "still here").await;
+    let seen = read_events(&mut sub, 1).await;
+    assert_eq!(seen.events, vec![(id.clone(), "still here".to_owned())]);
+    // From before anything of this epoch: a gap, then all of it.
+    let mut resumed = subscribe(
+        &a,
+        "/subscribe/loop/k",
+        Some(&format!("{}-0-0", epoch_of(&id))),
+    )
+    .await;
+    let seen = read_events(&mut resumed, 2).await;
+    assert_eq!(seen.gaps.len(), 1);
+    assert_eq!(seen.data(), ["round 12", "still here"]);
+    assert!(!b.log_text().contains("out of range"), "{}", b.log_text());
+}

@@ -21,8 +21,8 @@ mod report;
 mod scripts;
 mod tail;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,8 +66,15 @@ pub struct Cluster {
     /// The tail's position in the log, as a packed stream id, for the lag
     /// and for the publish script's loss check.
     tail_cursor: AtomicU64,
+    /// The newest id of the current epoch this node answered a publisher
+    /// with, packed: Redis behind it (or behind the tail) lost events that
+    /// were acknowledged, even if this node's tail never read them.
+    acknowledged: AtomicU64,
     /// Asks the tail to check the log now (a publish found another epoch).
     check_requested: Notify,
+    /// Held alone by a reset (a new map and the rings emptied), shared by
+    /// a resume from numbering its id to registering (`subscribe`).
+    reset_gate: RwLock<()>,
     /// Whether Redis answered the last report.
     engine_up: AtomicBool,
     /// How far the tail is behind the newest event, in ms of Redis ids.
@@ -198,7 +205,9 @@ impl Cluster {
             ids: watch::Sender::new(ids),
             tail_progress: watch::Sender::new(floor),
             tail_cursor: AtomicU64::new(last.pack().unwrap_or(0)),
+            acknowledged: AtomicU64::new(0),
             check_requested: Notify::new(),
+            reset_gate: RwLock::new(()),
             engine_up: AtomicBool::new(true),
             tail_lag_ms: AtomicU64::new(0),
             registry,
@@ -246,6 +255,7 @@ impl Cluster {
                 Err(_elapsed) => PublishError::Timeout,
                 Ok(Err(err)) => classify(&err),
                 Ok(Ok(PublishReply::Stored { others, ids })) => {
+                    self.acknowledge(&map, ids.last().copied());
                     let here = self.registry.topic_subscribers(topic) as u64;
                     return Ok(Published {
                         ids: ids.into_iter().map(|id| map.format(id)).collect(),
@@ -274,13 +284,37 @@ impl Cluster {
         Err(PublishError::EpochChanged)
     }
 
+    /// Remembers `id` (of `map`'s epoch) as acknowledged, unless the epoch
+    /// changed since.
+    fn acknowledge(&self, map: &IdMap, id: Option<StreamId>) {
+        let _gate = self
+            .reset_gate
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(packed) = id.and_then(StreamId::pack)
+            && self.ids.borrow().epoch == map.epoch
+        {
+            self.acknowledged.fetch_max(packed, Ordering::SeqCst);
+        }
+    }
+
+    /// The newest id this node knows Redis must have: what its tail read,
+    /// or what it acknowledged to a publisher.
+    fn known_last(&self) -> StreamId {
+        let packed = self
+            .tail_cursor
+            .load(Ordering::SeqCst)
+            .max(self.acknowledged.load(Ordering::SeqCst));
+        StreamId::unpack(packed)
+    }
+
     async fn publish_once(
         &self,
         map: &IdMap,
         topic: TopicStr<'_>,
         bodies: &[Bytes],
     ) -> redis::RedisResult<PublishReply> {
-        let cursor = StreamId::unpack(self.tail_cursor.load(Ordering::SeqCst));
+        let cursor = self.known_last();
         let mut invocation = self.scripts.publish.prepare_invoke();
         invocation
             .key(&self.keys.epoch)
@@ -315,14 +349,38 @@ impl Cluster {
         let resume_id = resume_id.filter(|raw| !raw.is_empty());
         let started = Instant::now();
         let deadline = started + self.settings.replay_timeout;
-        let resume = match resume_id {
-            None => Resume::Live,
+        let point = match resume_id {
+            None => Point::Live,
             Some(raw) => tokio::time::timeout_at(deadline, self.resume_point(raw))
                 .await
                 .map_err(|_| SubscribeError::Unavailable(ReplayUnavailable))??,
         };
-        let pending = self.registry.register(names)?;
-        let map = *self.ids.borrow();
+        // The id's number, the map and the registration under one gate that
+        // a reset holds alone: an id is never numbered by one epoch's map
+        // and then read against another epoch's rings or Redis entries.
+        let (resume, map, pending) = {
+            let _gate = self
+                .reset_gate
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let map = *self.ids.borrow();
+            let resume = match point {
+                Point::Live => Resume::Live,
+                Point::Unknown => Resume::Unknown,
+                Point::At(epoch, id) => match map.seq(id) {
+                    Some(seq)
+                        if epoch == map.epoch
+                            && id >= map.base
+                            && seq <= *self.tail_progress.borrow() =>
+                    {
+                        Resume::After(seq)
+                    }
+                    // The epoch moved on meanwhile: not an id of this one.
+                    _ => Resume::Unknown,
+                },
+            };
+            (resume, map, self.registry.register(names)?)
+        };
         let after = match resume {
             Resume::Live => None,
             Resume::After(seq) => Some(seq),
@@ -394,20 +452,21 @@ impl Cluster {
 
     /// Where a client's id resumes on this node, waiting (the caller bounds
     /// it) for the tail when the id is ahead of it but not of Redis: the
-    /// client came from a node whose tail is further on.
-    async fn resume_point(&self, raw: &[u8]) -> Result<Resume, SubscribeError> {
+    /// client came from a node whose tail is further on. `subscribe` checks
+    /// the point again under the reset gate.
+    async fn resume_point(&self, raw: &[u8]) -> Result<Point, SubscribeError> {
         if raw.len() > crate::id::MAX_RESUME_ID_BYTES {
-            return Ok(Resume::Unknown);
+            return Ok(Point::Unknown);
         }
         let Some((epoch, id)) = ids::parse_cluster_id(raw) else {
-            return Ok(Resume::Unknown);
+            return Ok(Point::Unknown);
         };
         let mut ids = self.ids.subscribe();
         if ids.borrow_and_update().epoch != epoch {
             // Maybe Redis moved to that epoch and the tail has not yet.
             let current = self.redis_epoch().await.map_err(|_| ReplayUnavailable)?;
             if current != Some(epoch) {
-                return Ok(Resume::Unknown);
+                return Ok(Point::Unknown);
             }
             self.check_requested.notify_one();
             ids.wait_for(|map| map.epoch == epoch)
@@ -416,23 +475,23 @@ impl Cluster {
         }
         let map = *ids.borrow();
         let Some(seq) = map.seq(id).filter(|_| id >= map.base) else {
-            return Ok(Resume::Unknown);
+            return Ok(Point::Unknown);
         };
         if seq <= *self.tail_progress.borrow() {
-            return Ok(Resume::After(seq));
+            return Ok(Point::At(epoch, id));
         }
         // Ahead of this node's tail: wait for it, unless the id is ahead of
         // Redis itself (then it is no id this cluster handed out).
         let last = self.redis_last().await.map_err(|_| ReplayUnavailable)?;
         if last.is_none_or(|last| id > last) {
-            return Ok(Resume::Unknown);
+            return Ok(Point::Unknown);
         }
         let mut progress = self.tail_progress.subscribe();
         progress
             .wait_for(|&tailed| tailed >= seq)
             .await
             .map_err(|_| ReplayUnavailable)?;
-        Ok(Resume::After(seq))
+        Ok(Point::At(epoch, id))
     }
 
     async fn read_topic(
@@ -490,6 +549,16 @@ impl Cluster {
         let left = command.query_async::<i64>(&mut conn);
         let _ = tokio::time::timeout(Duration::from_millis(500), left).await;
     }
+}
+
+/// Where a client asked to resume, as far as this node can tell before it
+/// registers (see `Cluster::resume_point`).
+#[derive(Debug, Clone, Copy)]
+enum Point {
+    Live,
+    At(Epoch, StreamId),
+    /// Not an id of this cluster's current epoch, or from its future.
+    Unknown,
 }
 
 /// A subscribe refused in cluster mode.

@@ -71,7 +71,7 @@ async fn report(
             .map(|topic| (topic, 0)),
     );
     let lifetime = cluster.settings.report_period * REPORT_LIFETIME_PERIODS;
-    let mut found = None;
+    let mut found: Option<(bool, Option<Epoch>, Option<StreamId>)> = None;
     // At least one call, even with nothing changed: presence and lag.
     for chunk in changes
         .chunks(COUNTS_PER_CALL)
@@ -88,9 +88,12 @@ async fn report(
             invocation.arg(topic.as_str()).arg(*n);
         }
         let reply: Value = invocation.invoke_async(&mut cluster.conn.clone()).await?;
-        found = Some(parse(reply).ok_or_else(|| {
+        let (existed, epoch, last) = parse(reply).ok_or_else(|| {
             redis::RedisError::from((redis::ErrorKind::Parse, "unexpected report script reply"))
-        })?);
+        })?;
+        // Whether the hash existed before this report: the first call says.
+        let existed_before = found.map_or(existed, |(existed, ..)| existed);
+        found = Some((existed_before, epoch, last));
     }
     let Some((existed, epoch, last)) = found else {
         return Ok(());

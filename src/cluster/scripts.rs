@@ -97,7 +97,8 @@ macro_rules! script {
 }
 
 /// Start-up and epoch adoption: creates the epoch if there is none (Redis
-/// restarted empty, or the first node ever), and the meta hash if there is
+/// restarted empty, or the first node ever), beginning at the log's newest
+/// id or, with no log, at Redis's clock; and the meta hash if there is
 /// none. KEYS: epoch, meta, log. ARGV: a fresh epoch, buffer_events,
 /// buffer_ttl_ms. Returns {epoch, last, base, buffer_events,
 /// buffer_ttl_ms}.
@@ -105,14 +106,23 @@ pub fn init() -> redis::Script {
     script!(
         r#"
 if not redis.call('HGET', KEYS[1], 'id') then
-  local last = '0-0'
+  local now = now_ms()
+  local last
   if redis.call('EXISTS', KEYS[3]) == 1 then
     local info = redis.call('XINFO', 'STREAM', KEYS[3])
     for i = 1, #info, 2 do
       if info[i] == 'last-generated-id' then last = info[i + 1] end
     end
+  else
+    -- No log: it starts at Redis's clock, not at 0-0, so that ids (and
+    -- the nodes' sequence numbers) stay near where they were before the
+    -- data was lost. The entry is gone at once; the stream keeps its id,
+    -- and Redis never gives a lower one.
+    last = int(math.max(now - 1, 1)) .. '-0'
+    redis.call('XADD', KEYS[3], last, 'seed', '1')
+    redis.call('XDEL', KEYS[3], last)
   end
-  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created_ms', int(now_ms()), 'last', last, 'base', last)
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created_ms', int(now), 'last', last, 'base', last)
 end
 if not redis.call('HGET', KEYS[2], 'buffer_events') then
   redis.call('HSET', KEYS[2], 'buffer_events', ARGV[2], 'buffer_ttl_ms', ARGV[3], 'schema', '1')

@@ -24,8 +24,8 @@
 //! their clients resume from the topics' streams in Redis, exactly, or with
 //! a `gap` where the loss was.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use redis::Value;
@@ -118,8 +118,10 @@ async fn follow(
         let read = command.query_async::<Value>(conn);
         let reply = tokio::select! {
             () = shutdown.wait() => return Ok(()),
+            // On the shared connection: this one may be blocked in its
+            // read for up to `tail_block`, longer than a waiting publish.
             () = cluster.check_requested.notified() => {
-                check(cluster, conn, cursor, false).await?;
+                check(cluster, &mut cluster.conn.clone(), cursor, false).await?;
                 continue;
             }
             reply = tokio::time::timeout(3 * block, read) => reply,
@@ -144,12 +146,24 @@ async fn follow(
             Some(entries) if entries.is_empty() => check(cluster, conn, cursor, false).await?,
             Some(entries) => match append(cluster, cursor, entries) {
                 Appended::All => {}
-                Appended::OtherEpoch => check(cluster, conn, cursor, false).await?,
+                Appended::OtherEpoch(id) => {
+                    let epoch = cluster.ids.borrow().epoch;
+                    check(cluster, conn, cursor, false).await?;
+                    if cluster.ids.borrow().epoch == epoch {
+                        // Redis's epoch is this node's: the entry is not
+                        // one of ours (another program, a damaged entry).
+                        tracing::warn!(%id, "cluster tail: an entry of no epoch of ours; skipped");
+                        *cursor = Cursor { id, is_entry: true };
+                    }
+                }
                 Appended::Discontinuous => check(cluster, conn, cursor, true).await?,
             },
+            // Reading it again at once would spin: reconnect, with backoff.
             None => {
-                tracing::warn!("cluster tail: an unreadable reply from Redis; checking the log");
-                check(cluster, conn, cursor, false).await?;
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Parse,
+                    "an unreadable reply to XREAD",
+                )));
             }
         }
     }
@@ -168,8 +182,8 @@ struct LogEntry {
 /// How far `append` got.
 enum Appended {
     All,
-    /// It stopped at an entry of another epoch.
-    OtherEpoch,
+    /// It stopped at an entry of another epoch (its id).
+    OtherEpoch(StreamId),
     /// It stopped at an entry that does not follow the cursor: entries in
     /// between are gone.
     Discontinuous,
@@ -223,7 +237,7 @@ fn append(cluster: &Cluster, cursor: &mut Cursor, entries: Vec<LogEntry>) -> App
     let mut appended = Appended::All;
     for entry in entries {
         if entry.epoch != Some(map.epoch) {
-            appended = Appended::OtherEpoch;
+            appended = Appended::OtherEpoch(entry.id);
             break;
         }
         if entry.log_prev != Some(cursor.id) {
@@ -301,9 +315,9 @@ struct Found {
 /// Checks that the log is still the one the cursor is in, and resets the
 /// node where it is not (see the module doc). `entries_missed`: the tail
 /// read an entry that does not follow its cursor.
-async fn check(
+async fn check<C: redis::aio::ConnectionLike + Send>(
     cluster: &Cluster,
-    conn: &mut MultiplexedConnection,
+    conn: &mut C,
     cursor: &mut Cursor,
     entries_missed: bool,
 ) -> redis::RedisResult<()> {
@@ -343,7 +357,7 @@ async fn check(
         }
         Some(_) => {
             let entry_gone = (cursor.is_entry && !found.cursor_present) || entries_missed;
-            let lost = found.last < cursor.id
+            let lost = found.last < cursor.id.max(cluster.known_last())
                 || (entry_gone && found.oldest.is_none_or(|oldest| oldest < cursor.id));
             if lost {
                 let reply: Value = cluster
@@ -370,6 +384,10 @@ async fn check(
                     "this node was away longer than the shared log holds (log_max_events): \
                      its streams end, and their clients resume from Redis"
                 );
+                let _gate = cluster
+                    .reset_gate
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
                 let map = *cluster.ids.borrow();
                 reset(cluster, cursor, &map, found.last, ResyncReason::Trimmed);
             }
@@ -422,12 +440,18 @@ fn adopt(
         "cluster epoch changed: this node's streams end, and resuming clients get a gap"
     );
     cluster.metrics.cluster_epoch_changed();
+    let _gate = cluster
+        .reset_gate
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
     cluster.ids.send_replace(map);
+    // What was acknowledged belongs to the old epoch.
+    cluster.acknowledged.store(0, Ordering::SeqCst);
     reset(cluster, cursor, &map, last, reason);
 }
 
 /// Empties the rings up to `last` (of `map`'s epoch), ends the streams,
-/// and goes on from `last`.
+/// and goes on from `last`. The caller holds the reset gate.
 fn reset(
     cluster: &Cluster,
     cursor: &mut Cursor,

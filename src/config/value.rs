@@ -98,6 +98,9 @@ pub fn redis_url(text: &str) -> Result<String, String> {
         .iter()
         .find_map(|scheme| text.strip_prefix(scheme));
     match rest {
+        Some(rest) if rest.contains("protocol=resp3") => {
+            Err("cluster mode speaks RESP2 to Redis: remove protocol=resp3".to_owned())
+        }
         Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
             Ok(text.to_owned())
         }
@@ -176,7 +179,14 @@ mod tests {
         ] {
             assert_eq!(redis_url(good).as_deref(), Ok(good));
         }
-        for bad in ["", "127.0.0.1:6379", "http://x", "redis://", "redis://a b"] {
+        for bad in [
+            "",
+            "127.0.0.1:6379",
+            "http://x",
+            "redis://",
+            "redis://a b",
+            "redis://h:1/0?protocol=resp3",
+        ] {
             assert!(redis_url(bad).is_err(), "{bad:?} accepted");
         }
         let err = redis_url("redis//:hunter2@x").unwrap_err();
