@@ -1,12 +1,15 @@
 //! `ssegate-bench`: fan-out workloads run side by side against ssegate and
 //! nchan, with every delivery checked, and a table of ratios. `--baseline`
 //! adds a second ssegate binary (the build before a change) for an
-//! after / before ratio measured in the same run.
+//! after / before ratio measured in the same run. `--workloads
+//! cluster,cluster-storm` measures ssegate's cluster mode (nodes sharing one
+//! Redis) against a single node, and Redis's raw `XADD` ceiling.
 //!
 //! The servers run on one core (`taskset -c 0`), this load generator on the
 //! other (it pins itself to core 1): one core each is the fair, repeatable
 //! comparison on a 2-core machine. Run it through `benches/compare.sh`.
 
+mod cluster;
 mod procstat;
 mod publish_load;
 mod publisher;
@@ -47,7 +50,9 @@ struct Args {
     /// Servers to measure, in order.
     #[arg(long, value_delimiter = ',', default_value = "ssegate,nchan")]
     servers: Vec<String>,
-    /// Workloads to run.
+    /// Workloads to run. Not in the default list: `cluster` and
+    /// `cluster-storm` (ssegate's cluster mode on a redis-server of its own;
+    /// ssegate and baseline only, skipped for nchan).
     #[arg(
         long,
         value_delimiter = ',',
@@ -57,9 +62,9 @@ struct Args {
     /// Scales every subscriber count (0.1 for a quick smoke run).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
-    /// Rounds of the fixed-rate workloads, servers taking turns; the table
-    /// shows medians. Their latency and per-delivery CPU are the noisiest
-    /// figures on a shared machine.
+    /// Rounds of the fixed-rate workloads (`fixed`, `cluster`), servers
+    /// taking turns; the table shows medians. Their latency and
+    /// per-delivery CPU are the noisiest figures on a shared machine.
     #[arg(long, default_value_t = 3)]
     fixed_rounds: usize,
     /// Seconds per saturation step.
@@ -73,6 +78,30 @@ struct Args {
     server_core: usize,
     #[arg(long, default_value_t = 1)]
     loader_core: usize,
+    /// redis-server for the cluster workloads (started on --redis-port, on
+    /// the server core, without persistence; never the system's service).
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
+    /// redis-benchmark, for the raw XADD ceiling (runs on the loader core).
+    #[arg(long, default_value = "redis-benchmark")]
+    redis_benchmark: PathBuf,
+    #[arg(long, default_value_t = 6390)]
+    redis_port: u16,
+    /// The cluster nodes' ports; the first is also the single node's.
+    #[arg(long, value_delimiter = ',', default_value = "8090,8092,8093")]
+    cluster_ports: Vec<u16>,
+    /// Events per second of the cluster fan-out, over all topics (not
+    /// scaled by --scale).
+    #[arg(long, default_value_t = 1000.0)]
+    cluster_rate: f64,
+    /// Seconds of publishing per layout and round of the cluster fan-out.
+    #[arg(long, default_value_t = 10)]
+    cluster_seconds: u64,
+}
+
+/// The workloads that start their own servers (nodes and Redis).
+fn is_cluster_workload(workload: &str) -> bool {
+    matches!(workload, "cluster" | "cluster-storm")
 }
 
 fn main() {
@@ -113,13 +142,22 @@ async fn run_all(args: &Args) -> Result<Results, String> {
     // Servers take turns workload by workload (and round by round for the
     // fixed rates), so that both see the same spell of the machine.
     for workload in &args.workloads {
-        let rounds = if workload == "fixed" {
+        let rounds = if workload == "fixed" || workload == "cluster" {
             args.fixed_rounds
         } else {
             1
         };
         for round in 1..=rounds {
             for name in &args.servers {
+                if is_cluster_workload(workload) {
+                    if name == "nchan" {
+                        eprintln!("== nchan: {workload}: skipped (ssegate's cluster mode only)");
+                        continue;
+                    }
+                    eprintln!("== {name}: {workload} (round {round} of {rounds})");
+                    run_cluster_workload(args, name, workload, round, clock, &mut results).await?;
+                    continue;
+                }
                 eprintln!("== {name}: {workload} (round {round} of {rounds})");
                 let server = start(args, name)?;
                 run_workload(args, &server, workload, clock, &mut results).await?;
@@ -158,15 +196,72 @@ fn check_baseline(args: &Args) -> Result<(), String> {
 fn start(args: &Args, name: &str) -> Result<Server, String> {
     match name {
         "ssegate" => Server::ssegate("ssegate", &args.ssegate, 8090, args.server_core, &[]),
-        "baseline" => {
-            let binary = args
-                .baseline
-                .as_deref()
-                .ok_or_else(|| "the server baseline needs --baseline PATH".to_string())?;
-            Server::ssegate("baseline", binary, 8090, args.server_core, &[])
-        }
+        "baseline" => Server::ssegate(
+            "baseline",
+            ssegate_binary(args, name)?,
+            8090,
+            args.server_core,
+            &[],
+        ),
         "nchan" => Server::nchan(&args.nchan_dir, args.server_core),
         other => Err(format!("unknown server {other:?}")),
+    }
+}
+
+/// The binary of an ssegate-like server: `ssegate` or `baseline`.
+fn ssegate_binary<'a>(args: &'a Args, name: &str) -> Result<&'a std::path::Path, String> {
+    match name {
+        "ssegate" => Ok(&args.ssegate),
+        "baseline" => args
+            .baseline
+            .as_deref()
+            .ok_or_else(|| "the server baseline needs --baseline PATH".to_string()),
+        other => Err(format!("unknown server {other:?}")),
+    }
+}
+
+/// `cluster` (one round) or `cluster-storm` for the ssegate binary `name`:
+/// these start their own nodes and Redis (see `cluster`).
+async fn run_cluster_workload(
+    args: &Args,
+    name: &str,
+    workload: &str,
+    round: usize,
+    clock: Clock,
+    results: &mut Results,
+) -> Result<(), String> {
+    let settings = cluster::Settings {
+        binary: ssegate_binary(args, name)?.to_path_buf(),
+        redis_server: args.redis_server.clone(),
+        redis_benchmark: args.redis_benchmark.clone(),
+        oha: args.oha.clone(),
+        redis_port: args.redis_port,
+        node_ports: args.cluster_ports.clone(),
+        core: args.server_core,
+        n_subscribers: scaled(args, 10_000),
+        n_topics: 100,
+        publisher_connections: 12,
+        rate: args.cluster_rate,
+        duration: Duration::from_secs(args.cluster_seconds),
+        storm_subscribers: scaled(args, 10_000),
+        raw_requests: 200_000,
+    };
+    let name: &'static str = if name == "baseline" {
+        "baseline"
+    } else {
+        "ssegate"
+    };
+    let entry = results.server(name);
+    match workload {
+        "cluster" => {
+            let cluster = entry.cluster.get_or_insert_with(Default::default);
+            cluster::fanout_round(&settings, name, round, clock, cluster).await
+        }
+        "cluster-storm" => {
+            entry.cluster_storm = Some(cluster::storm(&settings, name, clock).await?);
+            Ok(())
+        }
+        other => Err(format!("unknown workload {other:?}")),
     }
 }
 

@@ -3,7 +3,8 @@
 //! Event `i` of a plan goes to topic `i % n_topics` with sequence number
 //! `i / n_topics`, and is due at `start + i / rate`. Each topic is published
 //! by exactly one connection, in order, so subscribers can check that every
-//! topic's sequence arrives complete and in order.
+//! topic's sequence arrives complete and in order. Connection `c` publishes
+//! to `addrs[c % addrs.len()]`: on a cluster, every node gets publishers.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -18,7 +19,8 @@ use crate::wire::parse_head;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub addr: SocketAddr,
+    /// Where the connections go, in turn (one server: one address).
+    pub addrs: Rc<Vec<SocketAddr>>,
     /// Topic names; event `i` goes to `topics[i % len]`.
     pub topics: Rc<Vec<String>>,
     /// Events per second, over all topics.
@@ -62,7 +64,8 @@ async fn publish_share(
     stats: Rc<Stats>,
     clock: Clock,
 ) {
-    let Ok(mut stream) = TcpStream::connect(plan.addr).await else {
+    let addr = plan.addrs[connection % plan.addrs.len()];
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
         Stats::bump(&stats.refused);
         return;
     };

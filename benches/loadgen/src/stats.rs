@@ -42,8 +42,13 @@ pub struct Stats {
     /// Subscribers that reached their catch-up sequence number (storm).
     pub caught_up: Cell<u64>,
     pub last_caught_up_ns: Cell<u64>,
+    /// When each subscriber caught up, in the order they did.
+    pub caught_up_ns: RefCell<Vec<u64>>,
     /// `gap` events seen.
     pub gaps: Cell<u64>,
+    /// Temporary refusals (`retry:` and the end of the stream) after which
+    /// a subscriber came back (see `SubscriberSpec::reconnect`).
+    pub retried: Cell<u64>,
     /// Publish-to-receive latency in microseconds.
     pub latency_us: RefCell<Histogram<u64>>,
 }
@@ -58,7 +63,9 @@ impl Stats {
             connected: Cell::new(0),
             caught_up: Cell::new(0),
             last_caught_up_ns: Cell::new(0),
+            caught_up_ns: RefCell::new(Vec::new()),
             gaps: Cell::new(0),
+            retried: Cell::new(0),
             latency_us: RefCell::new(
                 Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
             ),

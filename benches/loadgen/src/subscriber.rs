@@ -26,16 +26,63 @@ pub struct SubscriberSpec {
     pub catch_up_at: Option<u64>,
     /// Where to record `(seq, id)` of every event (the storm's probe).
     pub record_ids: Option<IdLog>,
+    /// Come back after a temporary refusal (`retry:` and the end of the
+    /// stream, no event), with the same `Last-Event-ID`, after the `retry:`
+    /// delay, as an `EventSource` does; without it, that refusal is a lost
+    /// stream.
+    pub reconnect: bool,
 }
 
 /// Bytes read per `read` call: many events per syscall when behind.
 const READ_BYTES: usize = 16 * 1024;
 
-/// Runs until the stream ends or the task is aborted.
+/// Runs until the stream ends or the task is aborted; with `reconnect`,
+/// comes back as an `EventSource` does after a temporary refusal.
 pub async fn run(spec: SubscriberSpec, stats: Rc<Stats>, clock: Clock) {
-    let Ok(mut stream) = TcpStream::connect(spec.addr).await else {
-        Stats::bump(&stats.lost_streams);
+    let mut checker = Checker {
+        expected: spec.expect_first,
+        caught_up: false,
+        spec: &spec,
+        stats: &stats,
+        clock,
+    };
+    let mut connected = false;
+    loop {
+        match connection(&spec, &stats, &mut checker, &mut connected).await {
+            Ended::Refused => Stats::bump(&stats.refused),
+            Ended::Lost => Stats::bump(&stats.lost_streams),
+            Ended::ComeBack(retry_ms) if spec.reconnect => {
+                Stats::bump(&stats.retried);
+                tokio::time::sleep(std::time::Duration::from_millis(retry_ms)).await;
+                continue;
+            }
+            Ended::ComeBack(_) => Stats::bump(&stats.lost_streams),
+        }
         return;
+    }
+}
+
+/// How one connection ended.
+enum Ended {
+    /// A status other than 200.
+    Refused,
+    /// The stream ended or failed (or could not be opened).
+    Lost,
+    /// A temporary refusal to an `EventSource`: `200` with a `retry:` field
+    /// (this many ms) and no event, then the end of the stream (ssegate's
+    /// cluster mode, when a replay from Redis did not come in time).
+    ComeBack(u64),
+}
+
+/// One connection: the request, then events until the stream ends.
+async fn connection(
+    spec: &SubscriberSpec,
+    stats: &Stats,
+    checker: &mut Checker<'_>,
+    connected: &mut bool,
+) -> Ended {
+    let Ok(mut stream) = TcpStream::connect(spec.addr).await else {
+        return Ended::Lost;
     };
     let _ = stream.set_nodelay(true);
     let mut request = format!(
@@ -47,25 +94,21 @@ pub async fn run(spec: SubscriberSpec, stats: Rc<Stats>, clock: Clock) {
     }
     request.push_str("\r\n");
     if stream.write_all(request.as_bytes()).await.is_err() {
-        Stats::bump(&stats.lost_streams);
-        return;
+        return Ended::Lost;
     }
-    let mut checker = Checker {
-        expected: spec.expect_first,
-        caught_up: false,
-        spec: &spec,
-        stats: &stats,
-        clock,
-    };
     let mut buf = vec![0u8; READ_BYTES];
     let (mut raw, mut body) = (Vec::new(), Vec::new());
     let mut dechunker: Option<Dechunker> = None;
     let mut head_seen = false;
+    // What this connection received: a `retry:` field, and events.
+    let (mut retry_ms, mut n_events) = (None, 0u64);
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => {
-                Stats::bump(&stats.lost_streams);
-                return;
+                return match retry_ms {
+                    Some(ms) if head_seen && n_events == 0 => Ended::ComeBack(ms),
+                    _ => Ended::Lost,
+                };
             }
             Ok(n) => n,
         };
@@ -75,11 +118,13 @@ pub async fn run(spec: SubscriberSpec, stats: Rc<Stats>, clock: Clock) {
                 continue;
             };
             if head.status != 200 {
-                Stats::bump(&stats.refused);
-                return;
+                return Ended::Refused;
             }
             head_seen = true;
-            Stats::bump(&stats.connected);
+            if !*connected {
+                *connected = true;
+                Stats::bump(&stats.connected);
+            }
             raw.drain(..head.len);
             if head.chunked {
                 dechunker = Some(Dechunker::default());
@@ -94,7 +139,15 @@ pub async fn run(spec: SubscriberSpec, stats: Rc<Stats>, clock: Clock) {
         if let Some(dechunker) = dechunker.as_mut() {
             dechunker.decode(&mut raw, &mut body);
         }
-        drain_events(&mut body, |event| checker.check(event.id, event.data));
+        drain_events(&mut body, |event| {
+            if let Some(ms) = event.retry {
+                retry_ms = Some(ms);
+            }
+            if let Some(data) = event.data {
+                n_events += 1;
+                checker.check(event.id, data);
+            }
+        });
     }
 }
 
@@ -130,6 +183,7 @@ impl Checker<'_> {
             self.caught_up = true;
             Stats::bump(&self.stats.caught_up);
             self.stats.last_caught_up_ns.set(now);
+            self.stats.caught_up_ns.borrow_mut().push(now);
         }
     }
 }

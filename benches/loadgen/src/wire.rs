@@ -97,31 +97,42 @@ impl Dechunker {
     }
 }
 
-/// One SSE event as far as the benchmark cares: its id and its data.
+/// One SSE frame as far as the benchmark cares: its id, its data (an event)
+/// and its `retry:` field (the reconnection delay, in ms).
 #[derive(Debug, PartialEq, Eq)]
 pub struct SseEvent<'a> {
     pub id: &'a [u8],
-    pub data: &'a [u8],
+    pub data: Option<&'a [u8]>,
+    pub retry: Option<u64>,
 }
 
-/// Calls `on_event` for every complete event in `body` and drops the bytes
-/// it consumed. Comments, `retry:` and `event:` lines are skipped; a frame
-/// without `data:` (a heartbeat) produces no event.
+/// Calls `on_event` for every complete frame in `body` with data or a
+/// `retry:` field, and drops the bytes it consumed. Comments and `event:`
+/// lines are skipped; a frame of comments only (a heartbeat) is not passed
+/// on.
 pub fn drain_events(body: &mut Vec<u8>, mut on_event: impl FnMut(SseEvent<'_>)) {
     let finder = memmem::Finder::new(b"\n\n");
     let mut at = 0;
     while let Some(end) = finder.find(&body[at..]) {
         let frame = &body[at..at + end];
-        let (mut id, mut data): (&[u8], Option<&[u8]>) = (b"", None);
+        let mut event = SseEvent {
+            id: b"",
+            data: None,
+            retry: None,
+        };
         for line in frame.split(|&b| b == b'\n') {
             if let Some(value) = line.strip_prefix(b"data: ") {
-                data = Some(value);
+                event.data = Some(value);
             } else if let Some(value) = line.strip_prefix(b"id: ") {
-                id = value;
+                event.id = value;
+            } else if let Some(value) = line.strip_prefix(b"retry: ") {
+                event.retry = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok());
             }
         }
-        if let Some(data) = data {
-            on_event(SseEvent { id, data });
+        if event.data.is_some() || event.retry.is_some() {
+            on_event(event);
         }
         at += end + 2;
     }
@@ -155,14 +166,28 @@ mod tests {
         dechunker.decode(&mut raw, &mut body);
         assert!(dechunker.finished);
         let mut seen = Vec::new();
-        drain_events(&mut body, |e| seen.push((e.id.to_vec(), e.data.to_vec())));
+        drain_events(&mut body, |e| {
+            seen.push((e.id.to_vec(), e.data.map(<[u8]>::to_vec)))
+        });
         assert_eq!(
             seen,
             vec![
-                (b"1".to_vec(), b"a".to_vec()),
-                (b"2".to_vec(), b"b".to_vec())
+                (b"1".to_vec(), Some(b"a".to_vec())),
+                (b"2".to_vec(), Some(b"b".to_vec()))
             ]
         );
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn a_temporary_refusal_is_a_retry_and_a_comment() {
+        // ssegate's "come back later" to an EventSource (cluster mode, a
+        // replay Redis did not answer in time), then a heartbeat.
+        let mut body =
+            b"retry: 2345\n\n: cannot replay from Redis in time\n\n: heartbeat\n\n".to_vec();
+        let mut seen = Vec::new();
+        drain_events(&mut body, |e| seen.push((e.data.is_some(), e.retry)));
+        assert_eq!(seen, vec![(false, Some(2345))]);
         assert!(body.is_empty());
     }
 }

@@ -1,6 +1,8 @@
-//! The six workloads, each measured against one server.
+//! The workloads, each measured against one server or (cluster mode) the
+//! nodes of one cluster.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,24 @@ use crate::publisher::{self, Plan};
 use crate::servers::Server;
 use crate::stats::{Clock, Stats};
 use crate::subscriber::{self, SubscriberSpec};
+
+/// What a workload runs against: the addresses its clients spread over (one
+/// server, or every node of a cluster) and the processes whose CPU and
+/// memory count (a cluster's nodes and its Redis).
+pub trait Target {
+    fn addrs(&self) -> Vec<SocketAddr>;
+    fn usage(&self) -> Usage;
+}
+
+impl Target for Server {
+    fn addrs(&self) -> Vec<SocketAddr> {
+        vec![self.addr]
+    }
+
+    fn usage(&self) -> Usage {
+        Server::usage(self)
+    }
+}
 
 /// Subscribers running as tasks; aborted (their sockets closed) on drop.
 pub struct Fleet(Vec<AbortHandle>);
@@ -108,9 +128,12 @@ impl Step {
 }
 
 /// Runs `shape` at `rate` events/s for `duration` with fresh topics and
-/// subscribers, and checks every delivery.
+/// subscribers, and checks every delivery. On several nodes, each topic's
+/// subscribers take the nodes in turn (subscriber `i` on node `i % n`), and
+/// so do the publisher connections: every node publishes, and every event
+/// reaches subscribers on every node.
 pub async fn fanout_step(
-    server: &Server,
+    target: &impl Target,
     shape: Shape,
     rate: f64,
     duration: Duration,
@@ -120,17 +143,20 @@ pub async fn fanout_step(
     let topics: Vec<String> = (0..shape.n_topics)
         .map(|t| format!("{label}-{t}"))
         .collect();
+    let addrs = target.addrs();
     let stats = Rc::new(Stats::new());
     let specs = topics
         .iter()
         .flat_map(|topic| {
-            (0..shape.subscribers_per_topic).map(move |_| SubscriberSpec {
-                addr: server.addr,
+            let addrs = &addrs;
+            (0..shape.subscribers_per_topic).map(move |i| SubscriberSpec {
+                addr: addrs[i % addrs.len()],
                 topic: topic.clone(),
                 last_event_id: None,
                 expect_first: Some(0),
                 catch_up_at: None,
                 record_ids: None,
+                reconnect: false,
             })
         })
         .collect();
@@ -139,7 +165,7 @@ pub async fn fanout_step(
     let n_events = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
     let expected = n_events * shape.subscribers_per_topic as u64;
     let plan = Plan {
-        addr: server.addr,
+        addrs: Rc::new(addrs),
         topics: Rc::new(topics),
         rate,
         n_events,
@@ -147,7 +173,7 @@ pub async fn fanout_step(
         payload_bytes: shape.payload_bytes,
         n_connections: shape.publisher_connections,
     };
-    let (usage_before, own_before, started) = (server.usage(), procstat::own_cpu(), Instant::now());
+    let (usage_before, own_before, started) = (target.usage(), procstat::own_cpu(), Instant::now());
     publisher::run(plan, Rc::clone(&stats), clock).await;
     wait_until(Duration::from_secs(5), || {
         stats.deliveries.get() >= expected
@@ -156,7 +182,7 @@ pub async fn fanout_step(
     })
     .await;
     let window = started.elapsed();
-    let usage = server.usage().since(&usage_before);
+    let usage = target.usage().since(&usage_before);
     let loader_cpu_share =
         (procstat::own_cpu().saturating_sub(own_before)).as_secs_f64() / window.as_secs_f64();
     drop(fleet);
@@ -304,6 +330,7 @@ pub async fn hold_idle(
             expect_first: None,
             catch_up_at: None,
             record_ids: None,
+            reconnect: false,
         })
         .collect();
     let fleet = connect(specs, &stats, clock, 1000).await?;
@@ -342,30 +369,89 @@ pub struct Storm {
     pub caught_up: u64,
     pub seconds: f64,
     pub lost: u64,
+    /// Subscribes answered with something other than 200 (counted in
+    /// `lost` too, as every other error).
+    pub refused: u64,
+    /// Temporary refusals a subscriber came back after (`reconnect`): not
+    /// errors, but each cost that subscriber its `retry:` delay.
+    pub retried: u64,
+    /// The same figures node by node, in the order of the addresses the
+    /// storm was given (one entry on a single server).
+    pub per_node: Vec<NodeStorm>,
 }
 
+/// One node's share of a storm.
+#[derive(Debug, Clone)]
+pub struct NodeStorm {
+    pub addr: SocketAddr,
+    pub n_subscribers: usize,
+    pub caught_up: u64,
+    /// From the storm's start until this node's last subscriber caught up.
+    pub seconds: f64,
+    pub lost: u64,
+    pub refused: u64,
+    pub retried: u64,
+    /// From the storm's start until its first subscriber caught up, and
+    /// until half of those that did.
+    pub first_seconds: f64,
+    pub median_seconds: f64,
+}
+
+/// Seconds from `started_ns` until the subscriber at `quantile` of those
+/// that caught up did (in the order they did); 0 when none did.
+fn caught_up_at(stats: &Stats, started_ns: u64, quantile: f64) -> f64 {
+    let times = stats.caught_up_ns.borrow();
+    let index = ((times.len() as f64 * quantile) as usize).min(times.len().saturating_sub(1));
+    times
+        .get(index)
+        .map_or(0.0, |&ns| ns.saturating_sub(started_ns) as f64 / 1e9)
+}
+
+/// The reconnect storm on one server: the history, then the storm.
 pub async fn storm(
     server: &Server,
     n_subscribers: usize,
     back: u64,
     clock: Clock,
 ) -> Result<Storm, String> {
-    let topic = "storm".to_string();
+    let resume_id = storm_history(server.addr, "storm", back, clock).await?;
+    storm_resume(
+        &[server.addr],
+        "storm",
+        n_subscribers,
+        back,
+        &resume_id,
+        false,
+        clock,
+    )
+    .await
+}
+
+/// Publishes `2 * back` events to `topic` on `addr` and returns the id of
+/// event `back - 1` (the `Last-Event-ID` of a client that has seen events
+/// 0 to `back - 1`), as a probe subscribed on `addr` received it.
+pub async fn storm_history(
+    addr: SocketAddr,
+    topic: &str,
+    back: u64,
+    clock: Clock,
+) -> Result<String, String> {
     let ids = Rc::new(RefCell::new(Vec::new()));
     let probe_stats = Rc::new(Stats::new());
     let probe = SubscriberSpec {
-        addr: server.addr,
-        topic: topic.clone(),
+        addr,
+        topic: topic.to_string(),
         last_event_id: None,
         expect_first: Some(0),
         catch_up_at: None,
         record_ids: Some(Rc::clone(&ids)),
+        reconnect: false,
     };
     let probe_fleet = connect(vec![probe], &probe_stats, clock, 0).await?;
     let n_events = 2 * back;
     let plan = Plan {
-        addr: server.addr,
-        topics: Rc::new(vec![topic.clone()]),
+        addrs: Rc::new(vec![addr]),
+        topics: Rc::new(vec![topic.to_string()]),
         rate: 5000.0,
         n_events,
         first: 0,
@@ -381,38 +467,87 @@ pub async fn storm(
         return Err("the probe did not receive the storm's history".into());
     }
     drop(probe_fleet);
+    if probe_stats.errors() > 0 {
+        return Err(format!(
+            "the storm's history was not published and received cleanly ({} errors)",
+            probe_stats.errors()
+        ));
+    }
     let resume_id = ids.borrow()[(back - 1) as usize].1.clone();
-    let stats = Rc::new(Stats::new());
-    let specs: Vec<SubscriberSpec> = (0..n_subscribers)
-        .map(|_| SubscriberSpec {
-            addr: server.addr,
-            topic: topic.clone(),
-            last_event_id: Some(resume_id.clone()),
+    Ok(resume_id)
+}
+
+/// `n_subscribers` connect at once, spread over `addrs` (subscriber `i` on
+/// `addrs[i % n]`), with `Last-Event-ID: resume_id`, and must each receive
+/// events `back` to `2 * back - 1` of `topic`, in order. With `reconnect`,
+/// a subscriber told to come back later (`retry:` and the end of the
+/// stream) does so after that delay, as an `EventSource` would; without
+/// it, that is a lost stream.
+pub async fn storm_resume(
+    addrs: &[SocketAddr],
+    topic: &str,
+    n_subscribers: usize,
+    back: u64,
+    resume_id: &str,
+    reconnect: bool,
+    clock: Clock,
+) -> Result<Storm, String> {
+    let n_events = 2 * back;
+    let per_node: Vec<Rc<Stats>> = addrs.iter().map(|_| Rc::new(Stats::new())).collect();
+    let started_ns = clock.now_ns();
+    let mut handles = Vec::with_capacity(n_subscribers);
+    for i in 0..n_subscribers {
+        let node = i % addrs.len();
+        let spec = SubscriberSpec {
+            addr: addrs[node],
+            topic: topic.to_string(),
+            last_event_id: Some(resume_id.to_string()),
             expect_first: Some(back),
             catch_up_at: Some(n_events - 1),
             record_ids: None,
-        })
-        .collect();
-    let started_ns = clock.now_ns();
-    let mut handles = Vec::with_capacity(n_subscribers);
-    for spec in specs {
+            reconnect,
+        };
         handles.push(
-            tokio::task::spawn_local(subscriber::run(spec, Rc::clone(&stats), clock))
+            tokio::task::spawn_local(subscriber::run(spec, Rc::clone(&per_node[node]), clock))
                 .abort_handle(),
         );
     }
     let fleet = Fleet(handles);
     wait_until(Duration::from_secs(60), || {
-        stats.caught_up.get() as usize >= n_subscribers || stats.errors() > 0
+        per_node.iter().map(|s| s.caught_up.get()).sum::<u64>() as usize >= n_subscribers
+            || per_node.iter().any(|s| s.errors() > 0)
     })
     .await;
     drop(fleet);
-    let caught_up = stats.caught_up.get();
-    let expected = n_subscribers as u64 * back;
+    let nodes: Vec<NodeStorm> = per_node
+        .iter()
+        .zip(addrs)
+        .enumerate()
+        .map(|(node, (stats, &addr))| {
+            let n = (node..n_subscribers).step_by(addrs.len()).count();
+            let expected = n as u64 * back;
+            NodeStorm {
+                addr,
+                n_subscribers: n,
+                caught_up: stats.caught_up.get(),
+                seconds: stats.last_caught_up_ns.get().saturating_sub(started_ns) as f64 / 1e9,
+                first_seconds: caught_up_at(stats, started_ns, 0.0),
+                median_seconds: caught_up_at(stats, started_ns, 0.5),
+                lost: stats.errors()
+                    + stats.gaps.get()
+                    + expected.saturating_sub(stats.deliveries.get()),
+                refused: stats.refused.get(),
+                retried: stats.retried.get(),
+            }
+        })
+        .collect();
     Ok(Storm {
         n_subscribers,
-        caught_up,
-        seconds: stats.last_caught_up_ns.get().saturating_sub(started_ns) as f64 / 1e9,
-        lost: stats.errors() + stats.gaps.get() + expected.saturating_sub(stats.deliveries.get()),
+        caught_up: nodes.iter().map(|n| n.caught_up).sum(),
+        seconds: nodes.iter().map(|n| n.seconds).fold(0.0, f64::max),
+        lost: nodes.iter().map(|n| n.lost).sum(),
+        refused: nodes.iter().map(|n| n.refused).sum(),
+        retried: nodes.iter().map(|n| n.retried).sum(),
+        per_node: nodes,
     })
 }
