@@ -564,11 +564,6 @@ impl Registry {
             .collect()
     }
 
-    /// The streams open on `topic` on this node.
-    pub fn topic_subscribers(&self, topic: TopicStr<'_>) -> usize {
-        self.lookup(topic).map_or(0, |topic| topic.occupancy().0)
-    }
-
     /// Total events and bytes buffered across topics, for `/metrics`.
     pub fn buffered(&self) -> (usize, usize) {
         let topics = self.all_topics();

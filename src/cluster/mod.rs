@@ -16,9 +16,11 @@
 //! Knows nothing about HTTP: the handlers call `publish` and `subscribe`.
 
 mod ids;
+mod publisher;
 mod replay;
 mod report;
 mod scripts;
+mod shared_reads;
 mod tail;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +40,7 @@ use crate::sse::encode::event_body;
 use crate::subscription::{Replay, Resume, Start, Subscription};
 use crate::topic::name::{TopicName, TopicStr};
 use ids::{Epoch, IdMap, StreamId};
+use publisher::Outcome;
 use replay::{Judged, judge};
 use scripts::Keys;
 
@@ -75,6 +78,10 @@ pub struct Cluster {
     /// Held alone by a reset (a new map and the rings emptied), shared by
     /// a resume from numbering its id to registering (`subscribe`).
     reset_gate: RwLock<()>,
+    /// Replay reads shared by resumes of the same topic from the same id.
+    shared_reads: shared_reads::SharedReads,
+    /// Publishes waiting for the next script call (`publisher`).
+    publisher: publisher::Publisher,
     /// Whether Redis answered the last report.
     engine_up: AtomicBool,
     /// How far the tail is behind the newest event, in ms of Redis ids.
@@ -144,7 +151,7 @@ pub struct ReplayUnavailable;
 pub struct Published {
     /// One id per event, in order.
     pub ids: Vec<String>,
-    /// Open streams over every node, as last reported.
+    /// Open streams on the topic over every node, as last reported.
     pub n_subscribers: u64,
 }
 
@@ -208,6 +215,8 @@ impl Cluster {
             acknowledged: AtomicU64::new(0),
             check_requested: Notify::new(),
             reset_gate: RwLock::new(()),
+            shared_reads: shared_reads::SharedReads::default(),
+            publisher: publisher::Publisher::new(),
             engine_up: AtomicBool::new(true),
             tail_lag_ms: AtomicU64::new(0),
             registry,
@@ -216,12 +225,14 @@ impl Cluster {
         }))
     }
 
-    /// Starts the tail and the reporter; both end at shutdown.
+    /// Starts the tail, the reporter and the publisher; they end at
+    /// shutdown.
     pub fn spawn(self: &Arc<Self>, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
         let start = StreamId::unpack(self.tail_cursor.load(Ordering::SeqCst));
         vec![
             tokio::spawn(tail::run(Arc::clone(self), start, shutdown.clone())),
             tokio::spawn(report::run(Arc::clone(self), shutdown)),
+            tokio::spawn(publisher::run(Arc::clone(self))),
         ]
     }
 
@@ -248,23 +259,34 @@ impl Cluster {
         let deadline = Instant::now() + self.settings.publish_timeout;
         let mut ids = self.ids.subscribe();
         for attempt in 0..2 {
-            let map = *ids.borrow_and_update();
-            let published =
-                tokio::time::timeout_at(deadline, self.publish_once(&map, topic, &bodies)).await;
-            let error = match published {
+            ids.borrow_and_update();
+            let (reply, outcome) = tokio::sync::oneshot::channel();
+            let job = publisher::Job {
+                topic: topic.as_str().to_owned(),
+                bodies: bodies.clone(),
+                reply,
+            };
+            let published = tokio::time::timeout_at(deadline, async {
+                self.publisher.submit(job).await?;
+                outcome.await.map_err(|_| PublishError::Unreachable)
+            });
+            let error = match published.await {
                 Err(_elapsed) => PublishError::Timeout,
-                Ok(Err(err)) => classify(&err),
-                Ok(Ok(PublishReply::Stored { others, ids })) => {
+                Ok(Err(error)) | Ok(Ok(Outcome::Failed(error))) => error,
+                Ok(Ok(Outcome::Stored {
+                    map,
+                    subscribers,
+                    ids,
+                })) => {
                     self.acknowledge(&map, ids.last().copied());
-                    let here = self.registry.topic_subscribers(topic) as u64;
                     return Ok(Published {
                         ids: ids.into_iter().map(|id| map.format(id)).collect(),
-                        n_subscribers: others + here,
+                        n_subscribers: subscribers,
                     });
                 }
-                // Redis has another epoch, or lost what this node read: the
+                // Redis has another epoch, or lost what this node knew: the
                 // tail resets, then the publish goes once more.
-                Ok(Ok(PublishReply::EpochChanged)) => {
+                Ok(Ok(Outcome::EpochChanged)) => {
                     self.check_requested.notify_one();
                     if attempt == 0
                         && tokio::time::timeout_at(deadline, ids.changed())
@@ -306,36 +328,6 @@ impl Cluster {
             .load(Ordering::SeqCst)
             .max(self.acknowledged.load(Ordering::SeqCst));
         StreamId::unpack(packed)
-    }
-
-    async fn publish_once(
-        &self,
-        map: &IdMap,
-        topic: TopicStr<'_>,
-        bodies: &[Bytes],
-    ) -> redis::RedisResult<PublishReply> {
-        let cursor = self.known_last();
-        let mut invocation = self.scripts.publish.prepare_invoke();
-        invocation
-            .key(&self.keys.epoch)
-            .key(&self.keys.log)
-            .key(self.keys.topic(topic.as_str()))
-            .key(&self.keys.nodes)
-            .arg(map.epoch.as_str())
-            .arg(topic.as_str())
-            .arg(self.settings.buffer_events)
-            .arg(self.settings.buffer_ttl_ms)
-            .arg(self.settings.log_max_events)
-            .arg(cursor.to_string())
-            .arg(&self.settings.node_id)
-            .arg(&self.keys.node_prefix);
-        for body in bodies {
-            invocation.arg(body.as_ref());
-        }
-        let reply: redis::Value = invocation.invoke_async(&mut self.conn.clone()).await?;
-        PublishReply::parse(reply).ok_or_else(|| {
-            redis::RedisError::from((redis::ErrorKind::Parse, "unexpected publish script reply"))
-        })
     }
 
     /// Opens a subscription, resuming after `resume_id` if given: from this
@@ -414,17 +406,20 @@ impl Cluster {
         for &i in &behind {
             let floor = pending.floors[i];
             let upto = map.stream_id(floor).unwrap_or(StreamId::ZERO);
-            let read = tokio::time::timeout_at(
-                deadline,
-                self.read_topic(names[i].borrowed(), read_after, upto),
-            )
-            .await
-            .map_err(|_| ReplayUnavailable)?
-            .map_err(|_| ReplayUnavailable)?;
+            let topic = names[i].borrowed();
+            let read = self
+                .shared_reads
+                .get(topic.as_str(), read_after, upto, || async {
+                    self.read_topic(topic, read_after, upto).await.ok()
+                });
+            let read = tokio::time::timeout_at(deadline, read)
+                .await
+                .map_err(|_| ReplayUnavailable)?
+                .ok_or(ReplayUnavailable)?;
             let Judged {
                 continuous: topic_continuous,
                 entries,
-            } = judge(after_id, read, self.settings.buffer_ttl_ms);
+            } = judge(after_id, &read, self.settings.buffer_ttl_ms);
             continuous &= topic_continuous;
             replay.covered_through[i] = floor;
             for entry in entries {
@@ -541,10 +536,15 @@ impl Cluster {
             .await
     }
 
-    /// At shutdown: this node's streams no longer count (best effort).
+    /// At shutdown: this node's streams no longer count (best effort): its
+    /// presence expires now, and the next report of another node takes its
+    /// counts out of the sums.
     pub async fn leave(&self) {
-        let mut command = redis::cmd("ZREM");
-        command.arg(&self.keys.nodes).arg(&self.settings.node_id);
+        let mut command = redis::cmd("ZADD");
+        command
+            .arg(&self.keys.nodes)
+            .arg(0)
+            .arg(&self.settings.node_id);
         let mut conn = self.conn.clone();
         let left = command.query_async::<i64>(&mut conn);
         let _ = tokio::time::timeout(Duration::from_millis(500), left).await;
@@ -588,37 +588,6 @@ impl PublishError {
             PublishError::OutOfMemory => ClusterPublishError::OutOfMemory,
             PublishError::EpochChanged => ClusterPublishError::EpochChanged,
             PublishError::Failed => ClusterPublishError::Other,
-        }
-    }
-}
-
-/// What the publish script answered.
-enum PublishReply {
-    /// `others`: the topic's streams on the other live nodes.
-    Stored {
-        others: u64,
-        ids: Vec<StreamId>,
-    },
-    EpochChanged,
-}
-
-impl PublishReply {
-    fn parse(reply: redis::Value) -> Option<PublishReply> {
-        let items = replay::array(reply)?;
-        let (status, rest) = items.split_first()?;
-        match replay::bulk(status)? {
-            b"OK" => {
-                let (others, ids) = rest.split_first()?;
-                Some(PublishReply::Stored {
-                    others: replay::text(others)?.parse().ok()?,
-                    ids: ids
-                        .iter()
-                        .map(|id| StreamId::parse(replay::bulk(id)?))
-                        .collect::<Option<Vec<_>>>()?,
-                })
-            }
-            b"EPOCH" | b"LOST" => Some(PublishReply::EpochChanged),
-            _ => None,
         }
     }
 }

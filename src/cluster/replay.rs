@@ -56,13 +56,14 @@ pub struct Judged {
 
 /// Judges one topic read for a client resuming after `after` (`None`: an
 /// id of no use, so a gap and everything still buffered).
-pub fn judge(after: Option<StreamId>, read: TopicRead, ttl_ms: u64) -> Judged {
+pub fn judge(after: Option<StreamId>, read: &TopicRead, ttl_ms: u64) -> Judged {
     let expired = |id: StreamId| id.ms.saturating_add(ttl_ms) <= read.now_ms;
     let n_entries = read.entries.len();
     let entries: Vec<Entry> = read
         .entries
-        .into_iter()
+        .iter()
         .filter(|entry| !expired(entry.id))
+        .cloned()
         .collect();
     let Some(after) = after else {
         return Judged {
@@ -190,7 +191,7 @@ mod tests {
     /// One row: resume after `after` (ms), the read, and the verdict
     /// expected as (continuous, ms of the entries to replay).
     fn check(after: Option<u64>, read: TopicRead, expect: (bool, &[u64])) {
-        let judged = judge(after.map(id), read.clone(), TTL);
+        let judged = judge(after.map(id), &read, TTL);
         let replayed: Vec<u64> = judged.entries.iter().map(|entry| entry.id.ms).collect();
         assert_eq!(
             (judged.continuous, replayed.as_slice()),

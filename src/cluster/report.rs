@@ -1,7 +1,6 @@
 //! The reporter: every `min(heartbeat_interval, 1s)` a node tells Redis
-//! how many streams it holds open on each topic whose count changed (a
-//! publish reply sums the topic's count over every live node, as last
-//! reported) and learns the log's newest id, which gives its tail's lag
+//! how many streams it holds open on each topic whose count changed (Redis
+//! keeps each topic's sum over the live nodes for publish replies) and learns the log's newest id, which gives its tail's lag
 //! (`/readyz`, `ssegate_cluster_tail_lag_seconds`), and whether Redis
 //! answers at all (`ssegate_cluster_engine_up`).
 
@@ -82,8 +81,10 @@ async fn report(
             .key(&cluster.keys.nodes)
             .key(cluster.keys.node(&cluster.settings.node_id))
             .key(&cluster.keys.epoch)
+            .key(&cluster.keys.counts)
             .arg(&cluster.settings.node_id)
-            .arg(lifetime.as_millis() as u64);
+            .arg(lifetime.as_millis() as u64)
+            .arg(&cluster.keys.node_prefix);
         for (topic, n) in chunk {
             invocation.arg(topic.as_str()).arg(*n);
         }

@@ -22,8 +22,10 @@
 //!   A node replays from it what its own ring no longer has.
 //! - `{p}:nodes`, a sorted set: the live nodes, scored by when their last
 //!   report expires; `{p}:n:<node>`, a hash per node: topic → its open
-//!   streams there (expires with the node's report). A publish sums the
-//!   topic's count over the live nodes: the reply's `subscribers`.
+//!   streams there; `{p}:counts`, a hash: topic → the sum over the live
+//!   nodes, kept by the reports (a node whose report expired is subtracted
+//!   by the next report of another), read by a publish for its reply's
+//!   `subscribers` in one step.
 //!
 //! `p` is what makes a gap provable after Redis has trimmed a topic: no
 //! event of the topic has an id between `p` and the entry's own (Redis 7.0
@@ -41,6 +43,7 @@ pub struct Keys {
     pub nodes: String,
     /// `{p}:n:`, followed by a node id: that node's hash of counts.
     pub node_prefix: String,
+    pub counts: String,
     topic_prefix: String,
 }
 
@@ -53,6 +56,7 @@ impl Keys {
             log: format!("{tag}:log"),
             nodes: format!("{tag}:nodes"),
             node_prefix: format!("{tag}:n:"),
+            counts: format!("{tag}:counts"),
             topic_prefix: format!("{tag}:t:"),
         }
     }
@@ -167,17 +171,25 @@ return {epoch[1], epoch[2], epoch[3], #at, oldest_id}
     )
 }
 
-/// One publish, all or nothing: checks the epoch (and that Redis is not
-/// behind what the publishing node has already read: acknowledged events
-/// were lost), appends every frame to the log (Redis chooses the id) and
-/// the same id to the topic's stream, trims both and sets the topic's
-/// expiry; sums the topic's streams over the other live nodes. KEYS:
-/// epoch, log, topic, nodes. ARGV: epoch, topic, buffer_events,
-/// buffer_ttl_ms, log_max_events, the node's tail cursor (or ''), the
-/// node's id, the prefix of node hashes, then one frame per event. Returns
-/// {'OK', streams on other nodes, id...}, {'EPOCH', current} or {'LOST',
-/// last}. (The node hashes are not declared keys: fine on a standalone
-/// Redis, which is what cluster mode runs on.)
+/// Publishes, several at once (see `publisher`): checks the epoch (and
+/// that Redis is not behind what the publishing node has already read or
+/// acknowledged: acknowledged events were lost), then for each publish, in
+/// order, appends every frame to the log (Redis chooses the id) and the
+/// same id to the topic's stream, trims both, sets the topic's expiry, and
+/// reads the topic's streams over every node. All of it or none: the first
+/// write refused (out of memory) refuses the whole call. KEYS: epoch, log,
+/// counts, then each publish's topic stream. ARGV: epoch, buffer_events,
+/// buffer_ttl_ms, log_max_events, the newest id the node knows of (or ''),
+/// then for each publish its topic, its number of frames, and the frames.
+/// Returns {'OK', then for each publish: subscribers, number of ids,
+/// ids...}, {'EPOCH', current} or {'LOST', last}.
+///
+/// Each call costs Redis about as much as a small command before it does
+/// anything, and each command in it about as much again: hence publishes
+/// go several to a call, Redis's clock is read only when a topic has no
+/// entry, and a topic is trimmed by age on one publish in sixteen (by count
+/// on every one; a replay skips entries older than `buffer_ttl` anyway, so
+/// that trim only frees memory).
 ///
 /// An id whose sequence part reached 2^20 (more than a million events in
 /// one millisecond of Redis's clock, which only a clock stepping back can
@@ -189,45 +201,50 @@ pub fn publish() -> redis::Script {
 local epoch = redis.call('HMGET', KEYS[1], 'id', 'last', 'created_ms')
 if epoch[1] ~= ARGV[1] then return {'EPOCH', epoch[1] or ''} end
 local last = epoch[2] or '0-0'
-if ARGV[6] ~= '' and older(last, ARGV[6]) then return {'LOST', last} end
-local now = now_ms()
-local ttl = tonumber(ARGV[4])
-local prev
-local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-if #newest > 0 then
-  prev = newest[1][1]
-elseif now - tonumber(epoch[3] or '0') < ttl + 1000 then
-  prev = '0-0'
-else
-  prev = int(now - ttl - 999) .. '-0'
-end
-local others = 0
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], int(now), '+inf')) do
-  if node ~= ARGV[7] then
-    others = others + tonumber(redis.call('HGET', ARGV[8] .. node, ARGV[2]) or '0')
-  end
-end
-local reply = {'OK', int(others)}
+if ARGV[5] ~= '' and older(last, ARGV[5]) then return {'LOST', last} end
+local ttl = tonumber(ARGV[3])
+local reply = {'OK'}
 local log_prev = last
-for i = 9, #ARGV do
-  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
-    'E', ARGV[1], 'P', log_prev, 't', ARGV[2], 'p', prev, 'f', ARGV[i])
-  local ms, seq = parse_id(id)
-  if seq >= 1048576 then
-    redis.call('XDEL', KEYS[2], id)
-    id = int(ms + 1) .. '-0'
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], id,
-      'E', ARGV[1], 'P', log_prev, 't', ARGV[2], 'p', prev, 'f', ARGV[i])
+local a = 6
+for k = 4, #KEYS do
+  local topic, n = ARGV[a], tonumber(ARGV[a + 1])
+  local prev
+  local newest = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
+  if #newest > 0 then
+    prev = newest[1][1]
+  else
+    local now = now_ms()
+    if now - tonumber(epoch[3] or '0') < ttl + 1000 then
+      prev = '0-0'
+    else
+      prev = int(now - ttl - 999) .. '-0'
+    end
   end
-  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], id, 'p', prev, 'f', ARGV[i])
-  prev = id
-  log_prev = id
-  reply[#reply + 1] = id
+  reply[#reply + 1] = redis.call('HGET', KEYS[3], topic) or '0'
+  reply[#reply + 1] = n
+  for i = a + 2, a + 1 + n do
+    local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+      'E', ARGV[1], 'P', log_prev, 't', topic, 'p', prev, 'f', ARGV[i])
+    local ms, seq = parse_id(id)
+    if seq >= 1048576 then
+      redis.call('XDEL', KEYS[2], id)
+      id = int(ms + 1) .. '-0'
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], id,
+        'E', ARGV[1], 'P', log_prev, 't', topic, 'p', prev, 'f', ARGV[i])
+    end
+    redis.call('XADD', KEYS[k], 'MAXLEN', ARGV[2], id, 'p', prev, 'f', ARGV[i])
+    prev = id
+    log_prev = id
+    reply[#reply + 1] = id
+  end
+  local newest_ms = parse_id(prev)
+  if newest_ms % 16 == 0 then
+    redis.call('XTRIM', KEYS[k], 'MINID', int(math.max(0, newest_ms - ttl)) .. '-0')
+  end
+  redis.call('PEXPIREAT', KEYS[k], int(newest_ms + ttl + 1000))
+  a = a + 2 + n
 end
-local newest_ms = parse_id(prev)
-redis.call('XTRIM', KEYS[3], 'MINID', int(math.max(0, newest_ms - ttl)) .. '-0')
-redis.call('PEXPIREAT', KEYS[3], int(newest_ms + ttl + 1000))
-redis.call('HSET', KEYS[1], 'last', prev)
+redis.call('HSET', KEYS[1], 'last', log_prev)
 return reply
 "#
     )
@@ -251,27 +268,46 @@ return {int(now_ms()), redis.call('EXISTS', KEYS[1]), entries, beyond}
 }
 
 /// A node's periodic report: the topics whose stream counts changed (a
-/// count of 0 removes the topic), its presence for a while, and, for the
-/// tail's lag, the epoch and newest id. KEYS: nodes, this node's hash,
-/// epoch. ARGV: node id, report lifetime in ms, then topic and count
-/// pairs. Returns {whether the node's hash existed before, epoch or nil,
-/// last or nil}: a hash gone (Redis lost it) means everything must be
-/// reported again.
+/// count of 0 removes the topic), added to the cluster's sums; its presence
+/// for a while; the nodes whose presence expired (killed) taken out of the
+/// sums; and, for the tail's lag, the epoch and newest id. KEYS: nodes,
+/// this node's hash, epoch, counts. ARGV: node id, report lifetime in ms,
+/// the prefix of node hashes, then topic and count pairs. Returns {whether
+/// the node's hash existed before, epoch or nil, last or nil}: a hash gone
+/// (Redis lost it) means everything must be reported again. (The expired
+/// nodes' hashes are not declared keys: fine on a standalone Redis.)
 pub fn report() -> redis::Script {
     script!(
         r#"
 local now = now_ms()
 local existed = redis.call('EXISTS', KEYS[2])
-for i = 3, #ARGV, 2 do
-  if ARGV[i + 1] == '0' then
-    redis.call('HDEL', KEYS[2], ARGV[i])
-  else
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+local function add(topic, delta)
+  if redis.call('HINCRBY', KEYS[4], topic, delta) <= 0 then
+    redis.call('HDEL', KEYS[4], topic)
   end
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+for i = 4, #ARGV, 2 do
+  local n = tonumber(ARGV[i + 1])
+  local old = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+  if n ~= old then
+    add(ARGV[i], n - old)
+    if n == 0 then
+      redis.call('HDEL', KEYS[2], ARGV[i])
+    else
+      redis.call('HSET', KEYS[2], ARGV[i], n)
+    end
+  end
+end
 redis.call('ZADD', KEYS[1], int(now + tonumber(ARGV[2])), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now))
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now))) do
+  local hash = ARGV[3] .. node
+  local counts = redis.call('HGETALL', hash)
+  for j = 1, #counts, 2 do
+    add(counts[j], -tonumber(counts[j + 1]))
+  end
+  redis.call('DEL', hash)
+  redis.call('ZREM', KEYS[1], node)
+end
 local epoch = redis.call('HMGET', KEYS[3], 'id', 'last')
 return {existed, epoch[1], epoch[2]}
 "#

@@ -32,7 +32,7 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 
 use super::ids::{Epoch, IdMap, StreamId};
-use super::replay::{array, bulk, parse_entry};
+use super::replay::{array, bulk};
 use super::{Cluster, frame, init};
 use crate::metrics::ResyncReason;
 use crate::shutdown::Shutdown;
@@ -191,40 +191,46 @@ enum Appended {
 
 /// The entries of an `XREAD` reply (`None` if it is not one).
 fn log_entries(reply: Value) -> Option<Vec<LogEntry>> {
-    let streams = array(reply)?;
     let mut entries = Vec::new();
-    for stream in streams {
+    for stream in array(reply)? {
         let [_key, items] = <[Value; 2]>::try_from(array(stream)?).ok()?;
         for item in array(items)? {
-            let fields = match &item {
-                Value::Array(parts) => parts.get(1).cloned(),
-                _ => None,
-            };
-            let mut epoch = None;
-            let mut topic = None;
-            let mut log_prev = None;
-            if let Some(fields) = fields.and_then(array) {
-                let mut fields = fields.into_iter();
-                while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                    match bulk(&name)? {
-                        b"E" => epoch = bulk(&value).and_then(Epoch::parse),
-                        b"P" => log_prev = bulk(&value).and_then(StreamId::parse),
-                        b"t" => topic = bulk(&value).map(<[u8]>::to_vec),
-                        _ => {}
-                    }
-                }
-            }
-            let entry = parse_entry(item)?;
-            entries.push(LogEntry {
-                id: entry.id,
-                log_prev,
-                epoch,
-                topic: topic?,
-                body: entry.body,
-            });
+            entries.push(log_entry(item)?);
         }
     }
     Some(entries)
+}
+
+/// `[id, [field, value, ...]]`, its fields taken in one pass.
+fn log_entry(item: Value) -> Option<LogEntry> {
+    let [id, fields] = <[Value; 2]>::try_from(array(item)?).ok()?;
+    let mut entry = LogEntry {
+        id: StreamId::parse(bulk(&id)?)?,
+        log_prev: None,
+        epoch: None,
+        topic: Vec::new(),
+        body: bytes::Bytes::new(),
+    };
+    let (mut has_topic, mut has_body) = (false, false);
+    let mut fields = array(fields)?.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match bulk(&name)? {
+            b"E" => entry.epoch = bulk(&value).and_then(Epoch::parse),
+            b"P" => entry.log_prev = bulk(&value).and_then(StreamId::parse),
+            b"t" => (entry.topic, has_topic) = (into_vec(value)?, true),
+            b"f" => (entry.body, has_body) = (bytes::Bytes::from(into_vec(value)?), true),
+            _ => {}
+        }
+    }
+    (has_topic && has_body).then_some(entry)
+}
+
+fn into_vec(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
+        _ => None,
+    }
 }
 
 /// Appends `entries` to the local rings, consecutive entries of one topic

@@ -191,7 +191,9 @@ pub async fn open(
     let stream = match opened {
         Ok(stream) => stream,
         Err(err) if err.is_temporary_for_streams() && subscribe::wants_event_stream(request) => {
-            tracing::warn!(status = 200, reason = %err, "subscribe refused for now");
+            // Not a warning each: a crowd refused at once would flood the
+            // log exactly when it matters.
+            tracing::debug!(status = 200, reason = %err, "subscribe refused for now");
             state.metrics.response_sent("200");
             let mut response = BytesMut::from(&response_head(&headers)[..]);
             response.extend_from_slice(&reply::refusal_body(&err, state.config.retry));
