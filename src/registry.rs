@@ -578,11 +578,13 @@ pub(crate) struct Reservation(Option<Arc<Registry>>);
 
 impl Reservation {
     /// The subscription is complete: the slot now belongs to an open
-    /// subscriber, counted as such until its `OpenSlot` goes.
+    /// subscriber, counted as such until its holder gives the `OpenSlot`
+    /// to `close_subscriber`.
     pub(crate) fn open(mut self) -> OpenSlot {
-        let registry = self.0.take().expect("a reservation opens once");
-        registry.metrics.subscriber_opened();
-        OpenSlot(registry)
+        if let Some(registry) = self.0.take() {
+            registry.metrics.subscriber_opened();
+        }
+        OpenSlot(())
     }
 }
 
@@ -594,13 +596,16 @@ impl Drop for Reservation {
     }
 }
 
-/// An open subscriber's slot: dropped, it gives the slot back and counts
-/// the subscriber out.
-pub(crate) struct OpenSlot(Arc<Registry>);
+/// Proof that its holder has an open subscriber's slot (only
+/// `Reservation::open` makes one); `Registry::close_subscriber` takes it
+/// back. Empty: the holder has the registry at hand, and a pointer more in
+/// every stream costs memory at 100,000 streams.
+pub(crate) struct OpenSlot(());
 
-impl Drop for OpenSlot {
-    fn drop(&mut self) {
-        self.0.n_subscribers.fetch_sub(1, Ordering::AcqRel);
-        self.0.metrics.subscriber_closed();
+impl Registry {
+    /// Gives back an open subscriber's slot and counts it out.
+    pub(crate) fn close_subscriber(&self, _slot: &mut OpenSlot) {
+        self.n_subscribers.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.subscriber_closed();
     }
 }

@@ -306,8 +306,17 @@ async fn serve_plain(accepted: Accepted) {
             tracing::debug!("closing connection: no complete request head in time");
             return;
         }
+        // Boxed: a task is as large as its largest state, and opening
+        // (with a cluster resume's reads) would size every direct stream's
+        // task for the rest of its life.
         Peek::Subscribe { request, head_len } => {
-            direct::open(&request, head_len, &accepted.state, &accepted.connection).await
+            Box::pin(direct::open(
+                &request,
+                head_len,
+                &accepted.state,
+                &accepted.connection,
+            ))
+            .await
         }
         Peek::Other => None,
     };

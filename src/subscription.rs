@@ -95,11 +95,12 @@ impl Batch {
 /// unregisters it from its topics and gives its subscriber slot back.
 pub struct Subscription {
     topics: Registered,
-    /// Dropped after `topics` unregistered: gives the subscriber slot back.
-    _slot: OpenSlot,
+    /// The subscriber slot, given back when this is dropped.
+    slot: OpenSlot,
     position: Position,
-    /// What `Replay` brought, as a ring of its own, until read.
-    replay: Option<Ring>,
+    /// What `Replay` brought, as a ring of its own, until read. Boxed: it
+    /// is rare, and every stream's task would carry room for it.
+    replay: Option<Box<Ring>>,
 }
 
 /// The topics a subscription is registered on; unregisters them on drop,
@@ -265,11 +266,11 @@ impl Subscription {
                     frame,
                 });
             }
-            ring
+            Box::new(ring)
         });
         Subscription {
             topics,
-            _slot: reservation.open(),
+            slot: reservation.open(),
             position: Position {
                 cursor: start.cursor,
                 acknowledged_floor: start.acknowledged_floor,
@@ -447,6 +448,14 @@ fn dropped(registry: &Registry, position: &Position) -> Batch {
     match position.cursor < registry.last_reset() {
         true => Batch::Reset,
         false => Batch::Lagged,
+    }
+}
+
+impl Drop for Subscription {
+    /// Gives the subscriber slot back (the topics unregister right after,
+    /// `Registered`'s drop).
+    fn drop(&mut self) {
+        self.topics.registry.close_subscriber(&mut self.slot);
     }
 }
 

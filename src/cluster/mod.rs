@@ -16,9 +16,11 @@
 //! Knows nothing about HTTP: the handlers call `publish` and `subscribe`.
 
 mod ids;
+mod join;
 mod publisher;
 mod replay;
 mod report;
+mod resume;
 mod scripts;
 mod shared_reads;
 mod tail;
@@ -37,11 +39,9 @@ use crate::metrics::{ClusterPublishError, Metrics};
 use crate::registry::{NewEvent, Registry};
 use crate::shutdown::Shutdown;
 use crate::sse::encode::event_body;
-use crate::subscription::{Replay, Resume, Start, Subscription};
-use crate::topic::name::{TopicName, TopicStr};
+use crate::topic::name::TopicStr;
 use ids::{Epoch, IdMap, StreamId};
 use publisher::Outcome;
-use replay::{Judged, judge};
 use scripts::Keys;
 
 /// Redis older than this lacks `XADD ... MINID` and exclusive ranges.
@@ -187,11 +187,11 @@ impl Cluster {
         .await
         .map_err(|elapsed| unreachable(&elapsed))?
         .map_err(|err| unreachable(&err))?;
-        check_version(&mut conn, &shown_url).await?;
-        check_eviction_policy(&mut conn).await;
+        join::check_version(&mut conn, &shown_url).await?;
+        join::check_eviction_policy(&mut conn).await;
         let keys = Keys::new(&config.cluster.prefix);
         let scripts = Scripts::new();
-        let (epoch, base, last) = join(&mut conn, &scripts, &keys, &settings).await?;
+        let (epoch, base, last) = join::join(&mut conn, &scripts, &keys, &settings).await?;
         let ids = IdMap::new(epoch, base);
         let floor = ids.seq(last).unwrap_or(0);
         registry.reset(floor);
@@ -330,185 +330,6 @@ impl Cluster {
         StreamId::unpack(packed)
     }
 
-    /// Opens a subscription, resuming after `resume_id` if given: from this
-    /// node's rings where they reach back far enough, from Redis before
-    /// that, with a `gap` where Redis cannot prove nothing was lost.
-    pub async fn subscribe(
-        &self,
-        names: &[TopicName],
-        resume_id: Option<&[u8]>,
-    ) -> Result<Subscription, SubscribeError> {
-        let resume_id = resume_id.filter(|raw| !raw.is_empty());
-        let started = Instant::now();
-        let deadline = started + self.settings.replay_timeout;
-        let point = match resume_id {
-            None => Point::Live,
-            Some(raw) => tokio::time::timeout_at(deadline, self.resume_point(raw))
-                .await
-                .map_err(|_| SubscribeError::Unavailable(ReplayUnavailable))??,
-        };
-        // The id's number, the map and the registration under one gate that
-        // a reset holds alone: an id is never numbered by one epoch's map
-        // and then read against another epoch's rings or Redis entries.
-        let (resume, map, pending) = {
-            let _gate = self
-                .reset_gate
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            let map = *self.ids.borrow();
-            let resume = match point {
-                Point::Live => Resume::Live,
-                Point::Unknown => Resume::Unknown,
-                Point::At(epoch, id) => match map.seq(id) {
-                    Some(seq)
-                        if epoch == map.epoch
-                            && id >= map.base
-                            && seq <= *self.tail_progress.borrow() =>
-                    {
-                        Resume::After(seq)
-                    }
-                    // The epoch moved on meanwhile: not an id of this one.
-                    _ => Resume::Unknown,
-                },
-            };
-            (resume, map, self.registry.register(names)?)
-        };
-        let after = match resume {
-            Resume::Live => None,
-            Resume::After(seq) => Some(seq),
-            Resume::Unknown => Some(0),
-        };
-        // The topics whose ring does not reach back to the resume point.
-        let behind: Vec<usize> = match after {
-            None => Vec::new(),
-            Some(after) => (0..names.len())
-                .filter(|&i| pending.floors[i] > after)
-                .collect(),
-        };
-        let resume_text =
-            resume_id.map_or_else(String::new, |raw| String::from_utf8_lossy(raw).into_owned());
-        if behind.is_empty() {
-            let max_floor = pending.floors.iter().copied().max().unwrap_or(0);
-            let start = Start::decide(resume, pending.head, max_floor);
-            return Ok(pending.open(start, resume_text, Replay::default()));
-        }
-        let after_id = match resume {
-            Resume::After(seq) => map.stream_id(seq),
-            _ => None,
-        };
-        // Nothing at or before the epoch's base is of this epoch.
-        let read_after = after_id.unwrap_or(map.base).max(map.base);
-        let mut replay = Replay {
-            covered_through: vec![0; names.len()],
-            events: Vec::new(),
-        };
-        let mut continuous = after_id.is_some();
-        for &i in &behind {
-            let floor = pending.floors[i];
-            let upto = map.stream_id(floor).unwrap_or(StreamId::ZERO);
-            let topic = names[i].borrowed();
-            let read = self
-                .shared_reads
-                .get(topic.as_str(), read_after, upto, || async {
-                    self.read_topic(topic, read_after, upto).await.ok()
-                });
-            let read = tokio::time::timeout_at(deadline, read)
-                .await
-                .map_err(|_| ReplayUnavailable)?
-                .ok_or(ReplayUnavailable)?;
-            let Judged {
-                continuous: topic_continuous,
-                entries,
-            } = judge(after_id, &read, self.settings.buffer_ttl_ms);
-            continuous &= topic_continuous;
-            replay.covered_through[i] = floor;
-            for entry in entries {
-                if let Some(seq) = map.seq(entry.id) {
-                    replay
-                        .events
-                        .push((seq, frame(&map, entry.id, &entry.body)));
-                }
-            }
-        }
-        replay.events.sort_unstable_by_key(|(seq, _)| *seq);
-        self.metrics
-            .cluster_replay_read(behind.len(), started.elapsed());
-        let start = match resume {
-            Resume::After(seq) => Start {
-                cursor: seq,
-                acknowledged_floor: seq,
-                replay_through: pending.head,
-                gap: !continuous,
-            },
-            _ => Start::decide(Resume::Unknown, pending.head, 0),
-        };
-        Ok(pending.open(start, resume_text, replay))
-    }
-
-    /// Where a client's id resumes on this node, waiting (the caller bounds
-    /// it) for the tail when the id is ahead of it but not of Redis: the
-    /// client came from a node whose tail is further on. `subscribe` checks
-    /// the point again under the reset gate.
-    async fn resume_point(&self, raw: &[u8]) -> Result<Point, SubscribeError> {
-        if raw.len() > crate::id::MAX_RESUME_ID_BYTES {
-            return Ok(Point::Unknown);
-        }
-        let Some((epoch, id)) = ids::parse_cluster_id(raw) else {
-            return Ok(Point::Unknown);
-        };
-        let mut ids = self.ids.subscribe();
-        if ids.borrow_and_update().epoch != epoch {
-            // Maybe Redis moved to that epoch and the tail has not yet.
-            let current = self.redis_epoch().await.map_err(|_| ReplayUnavailable)?;
-            if current != Some(epoch) {
-                return Ok(Point::Unknown);
-            }
-            self.check_requested.notify_one();
-            ids.wait_for(|map| map.epoch == epoch)
-                .await
-                .map_err(|_| ReplayUnavailable)?;
-        }
-        let map = *ids.borrow();
-        let Some(seq) = map.seq(id).filter(|_| id >= map.base) else {
-            return Ok(Point::Unknown);
-        };
-        if seq <= *self.tail_progress.borrow() {
-            return Ok(Point::At(epoch, id));
-        }
-        // Ahead of this node's tail: wait for it, unless the id is ahead of
-        // Redis itself (then it is no id this cluster handed out).
-        let last = self.redis_last().await.map_err(|_| ReplayUnavailable)?;
-        if last.is_none_or(|last| id > last) {
-            return Ok(Point::Unknown);
-        }
-        let mut progress = self.tail_progress.subscribe();
-        progress
-            .wait_for(|&tailed| tailed >= seq)
-            .await
-            .map_err(|_| ReplayUnavailable)?;
-        Ok(Point::At(epoch, id))
-    }
-
-    async fn read_topic(
-        &self,
-        topic: TopicStr<'_>,
-        after: StreamId,
-        upto: StreamId,
-    ) -> redis::RedisResult<replay::TopicRead> {
-        let reply: redis::Value = self
-            .scripts
-            .replay
-            .key(self.keys.topic(topic.as_str()))
-            .arg(after.to_string())
-            .arg(upto.to_string())
-            .arg(self.settings.buffer_events)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        replay::parse_read(reply).ok_or_else(|| {
-            redis::RedisError::from((redis::ErrorKind::Parse, "unexpected replay script reply"))
-        })
-    }
-
     /// Redis's current epoch (another than this node's if its tail has not
     /// caught up with a change yet).
     async fn redis_epoch(&self) -> redis::RedisResult<Option<Epoch>> {
@@ -549,16 +370,6 @@ impl Cluster {
         let left = command.query_async::<i64>(&mut conn);
         let _ = tokio::time::timeout(Duration::from_millis(500), left).await;
     }
-}
-
-/// Where a client asked to resume, as far as this node can tell before it
-/// registers (see `Cluster::resume_point`).
-#[derive(Debug, Clone, Copy)]
-enum Point {
-    Live,
-    At(Epoch, StreamId),
-    /// Not an id of this cluster's current epoch, or from its future.
-    Unknown,
 }
 
 /// A subscribe refused in cluster mode.
@@ -657,117 +468,4 @@ fn node_id() -> String {
         .unwrap_or_else(|| "node".to_owned());
     let suffix = crate::id::unique_u64() & 0xffff;
     format!("{host}-{}-{suffix:04x}", std::process::id())
-}
-
-async fn check_version(conn: &mut ConnectionManager, shown_url: &str) -> Result<(), StartError> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(conn)
-        .await
-        .map_err(|err| StartError(format!("Redis at {shown_url} refused INFO: {err}")))?;
-    let version = info
-        .lines()
-        .find_map(|line| line.strip_prefix("redis_version:"))
-        .map(str::trim)
-        .unwrap_or("unknown");
-    let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
-    let major_minor = (parts.next().flatten(), parts.next().flatten());
-    match major_minor {
-        (Some(major), Some(minor)) if (major, minor) >= MIN_REDIS_VERSION => Ok(()),
-        _ => Err(StartError(format!(
-            "cluster mode needs Redis 6.2 or newer; {shown_url} runs Redis {version}"
-        ))),
-    }
-}
-
-/// An evicted topic key would look like "nothing was published": gaps
-/// would go unreported. Only `noeviction` keeps the proof true.
-async fn check_eviction_policy(conn: &mut ConnectionManager) {
-    let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
-        .await;
-    match policy.as_deref() {
-        Ok([_, policy]) if policy == "noeviction" => {}
-        Ok([_, policy]) => tracing::warn!(
-            policy = %policy,
-            "Redis maxmemory-policy is not noeviction: an evicted key would hide lost events; \
-             set maxmemory-policy noeviction"
-        ),
-        _ => tracing::warn!(
-            "cannot check Redis's maxmemory-policy (CONFIG GET is not allowed here); \
-             make sure it is noeviction, or lost events may go unreported"
-        ),
-    }
-}
-
-/// Creates the epoch and the meta hash if there are none, and checks that
-/// this node's buffers are the cluster's. Returns the epoch, its base and
-/// the id of the newest event in the log.
-async fn join(
-    conn: &mut ConnectionManager,
-    scripts: &Scripts,
-    keys: &Keys,
-    settings: &Settings,
-) -> Result<(Epoch, StreamId, StreamId), StartError> {
-    let joined = init(conn, scripts, keys, settings)
-        .await
-        .map_err(|err| StartError(format!("cannot join the cluster in Redis: {err}")))?;
-    let ours = (settings.buffer_events as u64, settings.buffer_ttl_ms);
-    if joined.buffers != ours {
-        return Err(StartError(format!(
-            "this node has buffer_events = {} and buffer_ttl = {}ms, but the cluster in Redis \
-             (key {}) has buffer_events = {} and buffer_ttl = {}ms: every node must use the same \
-             buffer_events and buffer_ttl",
-            ours.0, ours.1, keys.meta, joined.buffers.0, joined.buffers.1
-        )));
-    }
-    Ok((joined.epoch, joined.base, joined.last))
-}
-
-/// What the init script found.
-struct Joined {
-    epoch: Epoch,
-    last: StreamId,
-    base: StreamId,
-    /// The cluster's `buffer_events` and `buffer_ttl` in ms.
-    buffers: (u64, u64),
-}
-
-async fn init<C: redis::aio::ConnectionLike + Send>(
-    conn: &mut C,
-    scripts: &Scripts,
-    keys: &Keys,
-    settings: &Settings,
-) -> redis::RedisResult<Joined> {
-    let reply: redis::Value = scripts
-        .init
-        .key(&keys.epoch)
-        .key(&keys.meta)
-        .key(&keys.log)
-        .arg(Epoch::generate().as_str())
-        .arg(settings.buffer_events)
-        .arg(settings.buffer_ttl_ms)
-        .invoke_async(conn)
-        .await?;
-    let parse = || {
-        let [epoch, last, base, events, ttl] =
-            <[redis::Value; 5]>::try_from(replay::array(reply)?).ok()?;
-        Some(Joined {
-            epoch: Epoch::parse(replay::bulk(&epoch)?)?,
-            last: StreamId::parse(replay::bulk(&last)?)?,
-            // An epoch made before bases were kept began at the log's start.
-            base: replay::bulk(&base)
-                .and_then(StreamId::parse)
-                .unwrap_or(StreamId::ZERO),
-            buffers: (
-                replay::text(&events)?.parse().ok()?,
-                replay::text(&ttl)?.parse().ok()?,
-            ),
-        })
-    };
-    parse().ok_or_else(|| {
-        redis::RedisError::from((redis::ErrorKind::Parse, "unexpected init script reply"))
-    })
 }

@@ -32,8 +32,9 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 
 use super::ids::{Epoch, IdMap, StreamId};
+use super::join::init;
 use super::replay::{array, bulk};
-use super::{Cluster, frame, init};
+use super::{Cluster, frame};
 use crate::metrics::ResyncReason;
 use crate::shutdown::Shutdown;
 use crate::topic::Numbered;

@@ -74,8 +74,8 @@ pub async fn open(
             .registry
             .subscribe(&topics, resume_id.as_deref())
             .map_err(ApiError::from)?,
-        Some(cluster) => cluster
-            .subscribe(&topics, resume_id.as_deref())
+        // Boxed: its state (replay reads) is large and short-lived.
+        Some(cluster) => Box::pin(cluster.subscribe(&topics, resume_id.as_deref()))
             .await
             .map_err(ApiError::from)?,
     };
