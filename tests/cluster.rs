@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -126,6 +127,69 @@ async fn a_client_resumes_exactly_on_another_node_and_on_a_fresh_one() {
     assert_eq!(seen.data(), ["e5", "e6", "s0", "e7"]);
     assert_eq!(seen.events[2].0, other);
     assert_eq!(seen.events[3].0, last);
+}
+
+/// Publishes arriving together go to Redis several to one script call, and
+/// a call carrying several publishes of one topic still chains them: a node
+/// that was not running replays each topic from Redis alone (the `p` of
+/// every entry is the one before it), in id order, with no `gap`, and each
+/// topic's key expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_sharing_a_script_call_stay_chained_per_topic() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis.url(), &[]);
+    let calls_before = script_calls(&redis);
+    const N: usize = 120;
+    let a = Arc::new(a);
+    let publishes: Vec<_> = (0..N)
+        .map(|i| {
+            let a = Arc::clone(&a);
+            // Two topics, interleaved: a call carries both.
+            let topic = if i % 3 == 0 { "group/h" } else { "group/g" };
+            tokio::spawn(async move { (topic, i, publish_ok(&a, topic, &format!("e{i}")).await) })
+        })
+        .collect();
+    let mut published = Vec::new();
+    for publish in publishes {
+        published.push(publish.await.expect("publish"));
+    }
+    let calls = script_calls(&redis) - calls_before;
+    assert!(
+        calls < N as u64,
+        "{N} publishes made {calls} script calls: none shared one"
+    );
+    let fresh = node(&redis.url(), &[]);
+    for topic in ["group/g", "group/h"] {
+        let mut events: Vec<(String, String)> = published
+            .iter()
+            .filter(|(t, _, _)| *t == topic)
+            .map(|(_, i, id)| (id.clone(), format!("e{i}")))
+            .collect();
+        events.sort_by_key(|(id, _)| stream_id(id));
+        let (first, rest) = events.split_first().expect("events");
+        let mut replay = subscribe(&fresh, &format!("/subscribe/{topic}"), Some(&first.0)).await;
+        let seen = read_events(&mut replay, rest.len()).await;
+        assert!(seen.gaps.is_empty(), "{topic}: {:?}", seen.gaps);
+        assert_eq!(seen.events, rest, "{topic}");
+        let key = format!("{{ssegate}}:t:{topic}");
+        match redis.cmd(&["PTTL", &key]) {
+            redis::Value::Int(ms) => assert!(ms > 0, "{key} expires: PTTL {ms}"),
+            other => panic!("PTTL {key}: {other:?}"),
+        }
+    }
+}
+
+/// How many times Redis ran a script by its hash (`EVALSHA`) so far.
+fn script_calls(redis: &Redis) -> u64 {
+    let info = match redis.cmd(&["INFO", "commandstats"]) {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO: {other:?}"),
+    };
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("a count"))
 }
 
 /// A client coming from a node whose tail is ahead resumes on a node whose
@@ -304,32 +368,46 @@ async fn the_publish_reply_counts_subscribers_on_every_node() {
 /// random nodes every few hundred milliseconds with the last id they saw
 /// (header or query): each client's union of what it received is every
 /// event from its first one on, once, in order, with no `gap` (the buffers
-/// hold every event, so none is owed).
+/// hold every event, so none is owed). The publisher goes on, flat out for
+/// `MIN_EVENTS` and then every 5 ms, until every client has hopped
+/// `MIN_HOPS` times under it (however fast publishes are), within
+/// `MAX_EVENTS`, fewer than one topic buffer holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_hopping_between_nodes_miss_nothing_and_see_nothing_twice() {
     let Some(redis) = Redis::start() else { return };
     let nodes: Arc<Vec<ServerProcess>> =
         Arc::new((0..3).map(|_| node(&redis.url(), &[])).collect());
-    const N_EVENTS: usize = 400;
+    const MIN_EVENTS: usize = 400;
+    const MAX_EVENTS: usize = 1000;
     const N_CLIENTS: usize = 12;
+    const MIN_HOPS: usize = 4;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hops_of: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..N_CLIENTS).map(|_| AtomicUsize::new(0)).collect());
     let publisher = {
-        let (nodes, done) = (Arc::clone(&nodes), Arc::clone(&done));
+        let (nodes, done, hops_of) = (Arc::clone(&nodes), Arc::clone(&done), Arc::clone(&hops_of));
         tokio::spawn(async move {
             let client = common::client();
             let mut published = Vec::new();
-            for i in 0..N_EVENTS {
+            let hopped_enough = || hops_of.iter().all(|h| h.load(Ordering::SeqCst) >= MIN_HOPS);
+            for i in 0..MAX_EVENTS {
+                if i >= MIN_EVENTS {
+                    if hopped_enough() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 let url = nodes[i % nodes.len()].url("/publish/storm/s");
                 let reply = common::publish_to(&client, &url, format!("e{i}")).await;
                 published.push((reply.id, format!("e{i}")));
             }
-            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            done.store(true, Ordering::SeqCst);
             published
         })
     };
     let mut clients = Vec::new();
     for c in 0..N_CLIENTS {
-        let (nodes, done) = (Arc::clone(&nodes), Arc::clone(&done));
+        let (nodes, done, hops_of) = (Arc::clone(&nodes), Arc::clone(&done), Arc::clone(&hops_of));
         clients.push(tokio::spawn(async move {
             // A small xorshift per client: hops and dwell times vary.
             let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ (c as u64 + 1);
@@ -354,7 +432,7 @@ async fn clients_hopping_between_nodes_miss_nothing_and_see_nothing_twice() {
                 };
                 hops += 1;
                 let dwell = Duration::from_millis(100 + next() % 400);
-                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let finished = done.load(Ordering::SeqCst);
                 let (more, _) = match finished {
                     // After the last publish: read until everything is in.
                     true => read_until_quiet(&mut sub, Duration::from_millis(800)).await,
@@ -362,6 +440,9 @@ async fn clients_hopping_between_nodes_miss_nothing_and_see_nothing_twice() {
                 };
                 seen.extend(more.events);
                 gaps.extend(more.gaps);
+                // Counted once the hop's reading is done: the publisher
+                // was still publishing through all of it.
+                hops_of[c].fetch_add(1, Ordering::SeqCst);
                 if finished {
                     return (seen, gaps, hops);
                 }
@@ -372,7 +453,7 @@ async fn clients_hopping_between_nodes_miss_nothing_and_see_nothing_twice() {
     for (c, client) in clients.into_iter().enumerate() {
         let (seen, gaps, hops) = client.await.expect("client");
         assert!(gaps.is_empty(), "client {c}: {gaps:?}");
-        assert!(hops > 2, "client {c} hopped {hops} times");
+        assert!(hops > MIN_HOPS, "client {c} hopped {hops} times");
         let first = seen.first().expect("events").0.clone();
         let from = published
             .iter()

@@ -110,8 +110,8 @@ pub fn parse_read(reply: Value) -> Option<TopicRead> {
     })
 }
 
-/// `[id, [field, value, ...]]` with fields `p` and `f` (a log entry has
-/// `E` and `t` too).
+/// An entry of a topic's stream: `[id, [field, value, ...]]` with fields
+/// `p` and `f`.
 pub fn parse_entry(entry: Value) -> Option<Entry> {
     let [id, fields] = <[Value; 2]>::try_from(array(entry)?).ok()?;
     let id = StreamId::parse(bulk(&id)?)?;

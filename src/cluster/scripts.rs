@@ -12,8 +12,7 @@
 //!   must share.
 //! - `{p}:log`, a stream: every event of every topic, in publish order,
 //!   fields `E` (epoch), `P` (the id of the log's previous entry), `t`
-//!   (topic), `p` (the id of the topic's previous event, see below) and `f`
-//!   (the frame without its `id:` line). Kept to about `log_max_events`.
+//!   (topic) and `f` (the frame without its `id:` line). Kept to about `log_max_events`.
 //!   Every node reads it (its tail), and `P` tells it when entries it has
 //!   not read were trimmed away (`XREAD` itself would skip them silently).
 //! - `{p}:t:<topic>`, a stream per topic: the same id and `p`, `f`; at most
@@ -186,10 +185,12 @@ return {epoch[1], epoch[2], epoch[3], #at, oldest_id}
 ///
 /// Each call costs Redis about as much as a small command before it does
 /// anything, and each command in it about as much again: hence publishes
-/// go several to a call, Redis's clock is read only when a topic has no
-/// entry, and a topic is trimmed by age on one publish in sixteen (by count
-/// on every one; a replay skips entries older than `buffer_ttl` anyway, so
-/// that trim only frees memory).
+/// go several to a call, a topic's newest id and subscribers are read and
+/// its expiry set once per call however many of its publishes the call
+/// carries (a busy topic's publishes share them), Redis's clock is read
+/// only when a topic has no entry, and a topic is trimmed by age on about
+/// one call in sixteen (by count on every publish; a replay skips entries older
+/// than `buffer_ttl` anyway, so that trim only frees memory).
 ///
 /// An id whose sequence part reached 2^20 (more than a million events in
 /// one millisecond of Redis's clock, which only a clock stepping back can
@@ -205,44 +206,61 @@ if ARGV[5] ~= '' and older(last, ARGV[5]) then return {'LOST', last} end
 local ttl = tonumber(ARGV[3])
 local reply = {'OK'}
 local log_prev = last
+-- Per topic of this call, in order of first appearance: its key, its
+-- newest id so far, its subscribers.
+local topics, order = {}, {}
 local a = 6
 for k = 4, #KEYS do
   local topic, n = ARGV[a], tonumber(ARGV[a + 1])
-  local prev
-  local newest = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
-  if #newest > 0 then
-    prev = newest[1][1]
-  else
-    local now = now_ms()
-    if now - tonumber(epoch[3] or '0') < ttl + 1000 then
-      prev = '0-0'
+  local seen = topics[topic]
+  if not seen then
+    local prev
+    local newest = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
+    if #newest > 0 then
+      prev = newest[1][1]
     else
-      prev = int(now - ttl - 999) .. '-0'
+      local now = now_ms()
+      if now - tonumber(epoch[3] or '0') < ttl + 1000 then
+        prev = '0-0'
+      else
+        prev = int(now - ttl - 999) .. '-0'
+      end
     end
+    seen = {key = KEYS[k], prev = prev, added = false,
+      subscribers = redis.call('HGET', KEYS[3], topic) or '0'}
+    topics[topic] = seen
+    order[#order + 1] = seen
   end
-  reply[#reply + 1] = redis.call('HGET', KEYS[3], topic) or '0'
+  reply[#reply + 1] = seen.subscribers
   reply[#reply + 1] = n
+  local prev = seen.prev
   for i = a + 2, a + 1 + n do
     local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
-      'E', ARGV[1], 'P', log_prev, 't', topic, 'p', prev, 'f', ARGV[i])
+      'E', ARGV[1], 'P', log_prev, 't', topic, 'f', ARGV[i])
     local ms, seq = parse_id(id)
     if seq >= 1048576 then
       redis.call('XDEL', KEYS[2], id)
       id = int(ms + 1) .. '-0'
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], id,
-        'E', ARGV[1], 'P', log_prev, 't', topic, 'p', prev, 'f', ARGV[i])
+        'E', ARGV[1], 'P', log_prev, 't', topic, 'f', ARGV[i])
     end
-    redis.call('XADD', KEYS[k], 'MAXLEN', ARGV[2], id, 'p', prev, 'f', ARGV[i])
+    redis.call('XADD', seen.key, 'MAXLEN', ARGV[2], id, 'p', prev, 'f', ARGV[i])
     prev = id
     log_prev = id
     reply[#reply + 1] = id
   end
-  local newest_ms = parse_id(prev)
-  if newest_ms % 16 == 0 then
-    redis.call('XTRIM', KEYS[k], 'MINID', int(math.max(0, newest_ms - ttl)) .. '-0')
-  end
-  redis.call('PEXPIREAT', KEYS[k], int(newest_ms + ttl + 1000))
+  seen.prev = prev
+  seen.added = seen.added or n > 0
   a = a + 2 + n
+end
+for _, seen in ipairs(order) do
+  if seen.added then
+    local newest_ms = parse_id(seen.prev)
+    if newest_ms % 16 == 0 then
+      redis.call('XTRIM', seen.key, 'MINID', int(math.max(0, newest_ms - ttl)) .. '-0')
+    end
+    redis.call('PEXPIREAT', seen.key, int(newest_ms + ttl + 1000))
+  end
 end
 redis.call('HSET', KEYS[1], 'last', log_prev)
 return reply
