@@ -8,6 +8,7 @@
 //! streams that disconnect drops. With HTTP/2 the parts run on different
 //! tasks, hence atomics.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
@@ -21,6 +22,8 @@ pub struct ConnectionState {
     n_requests: AtomicU64,
     is_http2: AtomicBool,
     open_subscriptions: AtomicUsize,
+    /// The client's address, for `X-Forwarded-For` on forward authorization.
+    client: Option<IpAddr>,
     /// The reader parked while a request was in flight. hyper does not read
     /// again until the socket wakes it, so when the last response finishes
     /// the reader is woken here to start the keep-alive deadline.
@@ -44,8 +47,16 @@ pub struct Activity {
 }
 
 impl ConnectionState {
-    pub fn new() -> Arc<ConnectionState> {
-        Arc::new(ConnectionState::default())
+    pub fn new(client: IpAddr) -> Arc<ConnectionState> {
+        Arc::new(ConnectionState {
+            client: Some(client),
+            ..ConnectionState::default()
+        })
+    }
+
+    /// The address the connection came from.
+    pub fn client(&self) -> Option<IpAddr> {
+        self.client
     }
 
     /// Called by the service as soon as a request head has been read.

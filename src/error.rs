@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use crate::auth::AuthError;
 use crate::cluster::{self, PublishError};
 use crate::topic::name::InvalidTopic;
 
@@ -64,7 +65,8 @@ pub enum ApiError {
     EmptyBatch,
     BodyTimeout,
     BodyUnreadable,
-    Unauthorized,
+    /// Refused by `[auth]` (or `publish_token`).
+    Auth(AuthError),
     OriginNotAllowed,
     TopicLimit,
     SubscriberLimit,
@@ -113,7 +115,7 @@ impl ApiError {
             | ApiError::BatchTooManyEvents { .. }
             | ApiError::BatchEventTooLarge { .. } => 413,
             ApiError::BodyTimeout => 408,
-            ApiError::Unauthorized => 401,
+            ApiError::Auth(auth) => auth.status(),
             ApiError::OriginNotAllowed => 403,
             ApiError::TopicLimit
             | ApiError::SubscriberLimit
@@ -133,7 +135,8 @@ impl ApiError {
             | ApiError::BufferFull
             | ApiError::ClusterPublish(_)
             | ApiError::ReplayUnavailable
-            | ApiError::ShuttingDown => Fault::Capacity,
+            | ApiError::ShuttingDown
+            | ApiError::Auth(AuthError::ForwardUnavailable) => Fault::Capacity,
             _ => Fault::Client,
         }
     }
@@ -142,7 +145,10 @@ impl ApiError {
     /// should be told to come back rather than get a status it treats as
     /// final (see `http::reply::temporary_refusal`).
     pub fn is_temporary_for_streams(&self) -> bool {
-        matches!(self, ApiError::ReplayUnavailable)
+        matches!(
+            self,
+            ApiError::ReplayUnavailable | ApiError::Auth(AuthError::ForwardUnavailable)
+        )
     }
 
     /// Whether the response should carry `Retry-After`.
@@ -152,7 +158,8 @@ impl ApiError {
             | ApiError::TopicLimit
             | ApiError::StatusViewerLimit { .. }
             | ApiError::BufferFull
-            | ApiError::ShuttingDown => Some(RETRY_AFTER_SECS),
+            | ApiError::ShuttingDown
+            | ApiError::Auth(AuthError::ForwardUnavailable) => Some(RETRY_AFTER_SECS),
             ApiError::ClusterPublish(_) | ApiError::ReplayUnavailable => {
                 Some(cluster::RETRY_AFTER_SECS)
             }
@@ -216,7 +223,7 @@ impl fmt::Display for ApiError {
             ),
             ApiError::BodyTimeout => f.write_str("event body did not arrive in time"),
             ApiError::BodyUnreadable => f.write_str("event body could not be read"),
-            ApiError::Unauthorized => f.write_str("missing or wrong bearer token"),
+            ApiError::Auth(auth) => write!(f, "{auth}"),
             ApiError::OriginNotAllowed => f.write_str("origin not allowed"),
             ApiError::TopicLimit => f.write_str("topic limit reached (max_topics); try later"),
             ApiError::SubscriberLimit => {
@@ -281,6 +288,12 @@ impl From<cluster::SubscribeError> for ApiError {
             cluster::SubscribeError::Limit(limit) => ApiError::from(limit),
             cluster::SubscribeError::Unavailable(_) => ApiError::ReplayUnavailable,
         }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> ApiError {
+        ApiError::Auth(err)
     }
 }
 

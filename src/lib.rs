@@ -13,6 +13,8 @@
 //! - `io`, `connection`: per-connection deadlines and bookkeeping.
 //! - `http`: routing and the handlers; the only module besides `server` that
 //!   knows hyper.
+//! - `auth`: who may subscribe and publish to what (JWT, forward
+//!   authorization, the publish token).
 //! - `registry`: all topics, the id sequence, limits; the single publish path;
 //!   `graveyard` remembers removed topics' floors.
 //! - `cluster`: cluster mode, several nodes on one Redis: the publish script,
@@ -30,6 +32,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod auth;
 mod cluster;
 pub mod config;
 mod connection;
@@ -60,4 +63,10 @@ pub fn check_tls_files(config: &Config) -> std::io::Result<()> {
         Some((cert, key)) => tls::TlsAcceptor::from_pem_files(cert, key).map(drop),
         None => Ok(()),
     }
+}
+
+/// Reads the `[auth]` key files as start-up would; the error names the key
+/// (`auth.jwt_secret_file: ...`).
+pub fn check_auth_files(config: &Config) -> Result<(), String> {
+    auth::check(config).map_err(|problem| format!("{}: {}", problem.key, problem.message))
 }

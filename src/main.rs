@@ -77,6 +77,10 @@ fn main() -> ExitCode {
                 eprintln!("ssegate: {}: {err}", file.display());
                 return ExitCode::from(EXIT_CONFIG);
             }
+            if let Err(err) = ssegate::check_auth_files(&loaded.config) {
+                eprintln!("ssegate: {}: invalid {err}", file.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!("{}: ok", file.display());
             for warning in &loaded.warnings {
                 println!("warning: {warning}");
@@ -87,6 +91,12 @@ fn main() -> ExitCode {
             print!("{}", loaded.effective_toml());
             return ExitCode::SUCCESS;
         }
+    }
+    // Before anything starts: a key file that does not load is a
+    // configuration error, with the exit code that says so.
+    if let Err(err) = ssegate::check_auth_files(&loaded.config) {
+        eprintln!("ssegate: invalid {err}");
+        return ExitCode::from(EXIT_CONFIG);
     }
     init_logs(loaded.config.log_format);
     match &loaded.file {

@@ -14,6 +14,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::auth::DeniedReason;
+
 /// Why a subscriber was disconnected by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -139,6 +141,8 @@ pub struct Metrics {
     /// lookup hashes on every response.
     responses_by_code: Vec<(&'static str, IntCounter)>,
     publish_duration: Histogram,
+    auth_denied: Vec<(DeniedReason, IntCounter)>,
+    forward_auth_duration: Histogram,
     /// Set once a node joins a cluster (`cluster_started`).
     cluster: OnceLock<ClusterMetrics>,
 }
@@ -233,6 +237,30 @@ impl Metrics {
                 "The max_topics limit, for alerts on how close ssegate_topics is.",
             ),
             responses_by_code: Vec::new(),
+            auth_denied: {
+                let denied = counter_vec(
+                    "ssegate_auth_denied_total",
+                    "Subscribes and publishes refused by authorization, by reason.",
+                    "reason",
+                );
+                DeniedReason::ALL
+                    .into_iter()
+                    .map(|reason| (reason, denied.with_label_values(&[reason.label()])))
+                    .collect()
+            },
+            forward_auth_duration: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ssegate_forward_auth_duration_seconds",
+                        "Time the application took to answer a forward authorization request (cache hits excluded).",
+                    )
+                    .buckets(vec![
+                        1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5,
+                        1.0, 2.5, 5.0,
+                    ]),
+                ),
+            ),
             cluster: OnceLock::new(),
             registry,
         };
@@ -316,6 +344,17 @@ impl Metrics {
     pub fn fanned_out(&self, n_events: usize) {
         self.events_delivered.inc_by(n_events as u64);
         self.events_fanned_out.inc_by(n_events as u64);
+    }
+
+    /// A subscribe or publish refused by authorization.
+    pub fn auth_denied(&self, reason: DeniedReason) {
+        if let Some((_, counter)) = self.auth_denied.iter().find(|(r, _)| *r == reason) {
+            counter.inc();
+        }
+    }
+
+    pub fn forward_auth_answered(&self, took: Duration) {
+        self.forward_auth_duration.observe(took.as_secs_f64());
     }
 
     pub fn gap_sent(&self) {

@@ -8,6 +8,7 @@
 //! shutdown waits for responses to finish, and an event stream never does),
 //! let in-flight publishes finish, and give up after `shutdown_timeout`.
 
+use crate::auth::Authorizer;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -131,6 +132,8 @@ pub(crate) async fn app_state(config: Config, shutdown: Shutdown) -> io::Result<
         RunEpoch::generate(),
         Arc::clone(&metrics),
     ));
+    let auth = Authorizer::from_config(&config, Arc::clone(&metrics))
+        .map_err(|problem| io::Error::other(format!("{}: {}", problem.key, problem.message)))?;
     let cluster = match config.cluster.redis_url {
         None => None,
         Some(_) => Some(
@@ -151,6 +154,7 @@ pub(crate) async fn app_state(config: Config, shutdown: Shutdown) -> io::Result<
         shutdown,
         status_viewers: crate::status::Viewers::default(),
         cluster,
+        auth,
     }))
 }
 
@@ -243,7 +247,7 @@ impl Acceptor<'_> {
         let accepted = Accepted {
             stream,
             accepted_at: Instant::now(),
-            connection: ConnectionState::new(),
+            connection: ConnectionState::new(peer.ip()),
             deadlines: Deadlines {
                 first_request: config.first_request_timeout,
                 header_read: config.header_read_timeout,

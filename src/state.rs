@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::auth::Authorizer;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub status_viewers: Viewers,
     /// Cluster mode: publishes go to Redis, resumes may read from it.
     pub cluster: Option<Arc<Cluster>>,
+    /// `[auth]` and `publish_token`: who may subscribe and publish.
+    pub auth: Authorizer,
 }
 
 impl AppState {

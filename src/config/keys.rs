@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-use super::value::{address, boolean, bytes, count, duration, list, optional, redis_url};
-use super::{Config, LogFormat};
+use super::value::{
+    address, boolean, bytes, count, duration, duration_or_zero, list, optional, redis_url,
+};
+use super::{Config, LogFormat, SubscribeAuth};
 
 /// One configuration key.
 pub struct Key {
@@ -476,7 +478,196 @@ pub const KEYS: &[Key] = &[
             Ok(())
         },
     },
+    Key {
+        name: "auth.subscribe_auth",
+        value_name: "MODE",
+        default: "none",
+        help: "Who may subscribe: none (anyone), jwt (a token must grant the topics) or forward (the application at subscribe_auth_url decides).",
+        apply: |c, v| {
+            c.auth.subscribe_auth = match v.trim() {
+                "none" => SubscribeAuth::None,
+                "jwt" => SubscribeAuth::Jwt,
+                "forward" => SubscribeAuth::Forward,
+                _ => return Err(format!("{v:?} is not one of none, jwt, forward")),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.anonymous_topics",
+        value_name: "LIST",
+        default: "",
+        help: "Topic patterns anyone may subscribe to even when subscribe_auth is not none (`*` one segment, trailing `**` one or more).",
+        apply: |c, v| {
+            let patterns = list(v);
+            crate::auth::pattern::Patterns::parse(&patterns).map_err(|err| err.to_string())?;
+            c.auth.anonymous_topics = patterns;
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.jwt_algorithms",
+        value_name: "LIST",
+        default: "",
+        help: "JWT: the accepted algorithms, of one key family (e.g. HS256, or EdDSA); empty turns JWT off. A token's own alg never widens this.",
+        apply: |c, v| {
+            let names = list(v);
+            crate::auth::jwt::algorithms(&names)?;
+            c.auth.jwt_algorithms = names;
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.jwt_secret_file",
+        value_name: "PATH",
+        default: "",
+        help: "JWT, HS* algorithms: a file holding the shared secret (at least 32 bytes).",
+        apply: |c, v| {
+            c.auth.jwt_secret_file = optional(v).map(PathBuf::from);
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.jwt_public_key_file",
+        value_name: "PATH",
+        default: "",
+        help: "JWT, RS*/PS*/ES*/EdDSA algorithms: the PEM public key tokens are verified with.",
+        apply: |c, v| {
+            c.auth.jwt_public_key_file = optional(v).map(PathBuf::from);
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.jwt_audience",
+        value_name: "TEXT",
+        default: "ssegate",
+        help: "JWT: the aud claim is required and must contain this.",
+        apply: |c, v| {
+            c.auth.jwt_audience = optional(v).ok_or("must not be empty: aud is always checked")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.jwt_issuer",
+        value_name: "TEXT",
+        default: "",
+        help: "JWT: when set, the iss claim is required and must equal this.",
+        apply: |c, v| {
+            c.auth.jwt_issuer = optional(v);
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.jwt_leeway",
+        value_name: "DURATION",
+        default: "30s",
+        help: "JWT: clock skew allowed when checking exp and nbf.",
+        apply: |c, v| {
+            let leeway = duration_or_zero(v)?;
+            if leeway > std::time::Duration::from_secs(600) {
+                return Err(format!("{v:?} is more than the allowed 10m"));
+            }
+            c.auth.jwt_leeway = leeway;
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.cookie_name",
+        value_name: "NAME",
+        default: "ssegate_token",
+        help: "JWT: the cookie a subscriber token may come in (after the Authorization header); empty turns cookies off.",
+        apply: |c, v| {
+            let name = v.trim();
+            let allowed = |ch: char| ch.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(ch);
+            if !name.chars().all(allowed) {
+                return Err(format!("{v:?} is not a cookie name"));
+            }
+            c.auth.cookie_name = name.to_owned();
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.query_param",
+        value_name: "NAME",
+        default: "access_token",
+        help: "JWT: the query parameter a subscriber token may come in (after the header and the cookie); empty turns it off.",
+        apply: |c, v| {
+            let name = v.trim();
+            if matches!(name, "topic" | "last_event_id" | "lastEventId") {
+                return Err(format!("{name:?} is already a subscribe parameter"));
+            }
+            c.auth.query_param = name.to_owned();
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.query_token_max_lifetime",
+        value_name: "DURATION",
+        default: "5m",
+        help: "JWT: a token in the URL must expire within this from now, since URLs end up in logs and histories.",
+        apply: |c, v| {
+            c.auth.query_token_max_lifetime = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.subscribe_auth_url",
+        value_name: "URL",
+        default: "",
+        help: "Forward: the application's authorize route (http://), asked GET ?topic=..&topic=.. with the subscriber's Cookie, Authorization and Origin.",
+        apply: |c, v| {
+            c.auth.subscribe_auth_url = optional(v).map(|url| forward_url(&url)).transpose()?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.subscribe_auth_timeout",
+        value_name: "DURATION",
+        default: "2s",
+        help: "Forward: no answer within this is a temporary refusal.",
+        apply: |c, v| {
+            c.auth.subscribe_auth_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.subscribe_auth_cache",
+        value_name: "DURATION",
+        default: "0s",
+        help: "Forward: reuse an allowing answer this long for the same cookie, authorization and topics; 0s asks every time.",
+        apply: |c, v| {
+            c.auth.subscribe_auth_cache = duration_or_zero(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "auth.max_stream_lifetime",
+        value_name: "DURATION",
+        default: "0s",
+        help: "End every stream after this long, so that access is checked again on reconnect; 0s never.",
+        apply: |c, v| {
+            c.auth.max_stream_lifetime = duration_or_zero(v)?;
+            Ok(())
+        },
+    },
 ];
+
+/// `subscribe_auth_url`: a plain `http://` URL with a host (the check runs
+/// on an internal network; TLS to the application is not supported).
+fn forward_url(text: &str) -> Result<String, String> {
+    let uri: hyper::Uri = text.parse().map_err(|_| {
+        format!("{text:?} is not a URL (write it like http://app:3000/api/ssegate/authorize)")
+    })?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http"), Some(_)) => Ok(text.to_owned()),
+        (Some("https"), _) => Err("https is not supported for the authorization request: \
+             use the application's internal http:// address"
+            .to_owned()),
+        _ => Err(format!(
+            "{text:?} is not an http:// URL (write it like http://app:3000/api/ssegate/authorize)"
+        )),
+    }
+}
 
 /// Looks a key up by its TOML name (`table.key` inside a table).
 pub fn find(name: &str) -> Option<&'static Key> {

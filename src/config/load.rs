@@ -211,6 +211,7 @@ where
     }
     apply_flags(&mut config, &matches)?;
     config.config.validate()?;
+    warnings.extend(config.config.warnings());
     Ok(Loaded {
         config: config.config,
         file,

@@ -57,6 +57,39 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `[cluster]`: unset `redis_url` means a single node.
     pub cluster: ClusterConfig,
+    /// `[auth]`: who may subscribe (and publish) to what.
+    pub auth: AuthConfig,
+}
+
+/// How subscribes are authorized (`auth.subscribe_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeAuth {
+    /// Anyone may subscribe to anything.
+    None,
+    /// A JSON Web Token must grant the topics.
+    Jwt,
+    /// The application at `subscribe_auth_url` decides.
+    Forward,
+}
+
+/// The `[auth]` table. Key files are read by `auth::Authorizer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub subscribe_auth: SubscribeAuth,
+    pub anonymous_topics: Vec<String>,
+    pub jwt_algorithms: Vec<String>,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub jwt_public_key_file: Option<PathBuf>,
+    pub jwt_audience: String,
+    pub jwt_issuer: Option<String>,
+    pub jwt_leeway: Duration,
+    pub cookie_name: String,
+    pub query_param: String,
+    pub query_token_max_lifetime: Duration,
+    pub subscribe_auth_url: Option<String>,
+    pub subscribe_auth_timeout: Duration,
+    pub subscribe_auth_cache: Duration,
+    pub max_stream_lifetime: Duration,
 }
 
 /// The `[cluster]` table.
@@ -126,6 +159,23 @@ impl Default for Config {
                 log_max_events: 0,
                 tail_block: Duration::ZERO,
             },
+            auth: AuthConfig {
+                subscribe_auth: SubscribeAuth::None,
+                anonymous_topics: Vec::new(),
+                jwt_algorithms: Vec::new(),
+                jwt_secret_file: None,
+                jwt_public_key_file: None,
+                jwt_audience: String::new(),
+                jwt_issuer: None,
+                jwt_leeway: Duration::ZERO,
+                cookie_name: String::new(),
+                query_param: String::new(),
+                query_token_max_lifetime: Duration::ZERO,
+                subscribe_auth_url: None,
+                subscribe_auth_timeout: Duration::ZERO,
+                subscribe_auth_cache: Duration::ZERO,
+                max_stream_lifetime: Duration::ZERO,
+            },
         };
         for key in KEYS {
             // The defaults are literals checked by `defaults_parse` below.
@@ -145,14 +195,66 @@ impl Config {
 
     /// Checks rules that involve more than one key.
     fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.into(),
+            source: "the merged configuration".into(),
+            message: message.into(),
+        };
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(ConfigError::Invalid {
-                key: "tls_cert".into(),
-                source: "the merged configuration".into(),
-                message: "tls_cert and tls_key must be given together".into(),
-            });
+            return Err(invalid(
+                "tls_cert",
+                "tls_cert and tls_key must be given together",
+            ));
+        }
+        let auth = &self.auth;
+        match auth.subscribe_auth {
+            SubscribeAuth::Jwt if auth.jwt_algorithms.is_empty() => {
+                return Err(invalid(
+                    "auth.jwt_algorithms",
+                    "subscribe_auth = \"jwt\" needs jwt_algorithms (e.g. [\"HS256\"] or [\"EdDSA\"])",
+                ));
+            }
+            SubscribeAuth::Forward if auth.subscribe_auth_url.is_none() => {
+                return Err(invalid(
+                    "auth.subscribe_auth_url",
+                    "subscribe_auth = \"forward\" needs subscribe_auth_url, the application's authorize route",
+                ));
+            }
+            _ => {}
+        }
+        if auth.jwt_secret_file.is_some() && auth.jwt_public_key_file.is_some() {
+            return Err(invalid(
+                "auth.jwt_secret_file",
+                "give jwt_secret_file (HS*) or jwt_public_key_file (RS*, PS*, ES*, EdDSA), not both",
+            ));
         }
         Ok(())
+    }
+
+    /// Settings that work but probably not as meant, for a warning line.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let auth = &self.auth;
+        let cookies_count = match auth.subscribe_auth {
+            SubscribeAuth::Jwt => !auth.cookie_name.is_empty(),
+            SubscribeAuth::Forward => true,
+            SubscribeAuth::None => false,
+        };
+        if cookies_count && self.cors_allowed_origins.iter().any(|origin| origin == "*") {
+            warnings.push(
+                "cors_allowed_origins = [\"*\"] with cookie authorization: browsers send no \
+                 cookies to a \"*\" origin; list the page's origins instead"
+                    .to_owned(),
+            );
+        }
+        if auth.subscribe_auth == SubscribeAuth::None && !auth.anonymous_topics.is_empty() {
+            warnings.push(
+                "auth.anonymous_topics has no effect while auth.subscribe_auth = \"none\": \
+                 every topic is open"
+                    .to_owned(),
+            );
+        }
+        warnings
     }
 }
 
@@ -185,6 +287,17 @@ mod tests {
         assert_eq!(cluster.replay_timeout, Duration::from_secs(2));
         assert_eq!(cluster.max_tail_lag, Duration::from_secs(10));
         assert_eq!(cluster.log_max_events, 100_000);
+        let auth = &config.auth;
+        assert_eq!(auth.subscribe_auth, SubscribeAuth::None);
+        assert!(auth.anonymous_topics.is_empty() && auth.jwt_algorithms.is_empty());
+        assert_eq!(auth.jwt_audience, "ssegate");
+        assert_eq!(auth.jwt_leeway, Duration::from_secs(30));
+        assert_eq!(auth.cookie_name, "ssegate_token");
+        assert_eq!(auth.query_param, "access_token");
+        assert_eq!(auth.query_token_max_lifetime, Duration::from_secs(300));
+        assert_eq!(auth.subscribe_auth_timeout, Duration::from_secs(2));
+        assert_eq!(auth.subscribe_auth_cache, Duration::ZERO);
+        assert_eq!(auth.max_stream_lifetime, Duration::ZERO);
     }
 
     #[test]

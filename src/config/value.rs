@@ -33,6 +33,17 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A duration, or zero (`0s`, `0`) for keys where zero means "off".
+pub fn duration_or_zero(text: &str) -> Result<Duration, String> {
+    let digits = text
+        .trim()
+        .trim_end_matches(|ch: char| ch.is_ascii_alphabetic());
+    match digits.parse::<u64>() {
+        Ok(0) if matches!(text.trim(), "0" | "0ms" | "0s" | "0m" | "0h") => Ok(Duration::ZERO),
+        _ => duration(text),
+    }
+}
+
 /// A whole number within `min..=max`.
 pub fn count(text: &str, min: usize, max: usize) -> Result<usize, String> {
     let n: usize = text
@@ -136,6 +147,15 @@ pub fn optional(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_durations_where_zero_is_off() {
+        assert_eq!(duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert_eq!(duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(duration_or_zero("30s"), Ok(Duration::from_secs(30)));
+        assert!(duration_or_zero("0x").is_err());
+        assert!(duration_or_zero("-1s").is_err());
+    }
 
     #[test]
     fn booleans() {

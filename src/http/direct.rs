@@ -19,8 +19,13 @@
 //!
 //! Everything else is left untouched on the socket for hyper, which answers it
 //! exactly as before: other requests, HTTP/2, heads that are still incomplete
-//! after a short wait, too large or malformed, and subscribes that are refused (hyper re-reads the
-//! head and gives the same status and reason). TLS connections never come here.
+//! after a short wait, too large or malformed, and subscribes that are
+//! refused (hyper re-reads the head and gives the same status and reason).
+//! Two kinds of refusal are answered here instead, then the connection
+//! closed: a temporary one to an `EventSource` (hyper would try, and wait,
+//! all over again) and an authorization refusal (hyper would verify the
+//! token, or ask the application, a second time). TLS connections never
+//! come here.
 
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -35,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::connection::{ConnectionState, InFlight, OpenSubscription};
+use crate::error::ApiError;
 use crate::http::{Endpoint, cors, reply, subscribe};
 use crate::io::DeadlineIo;
 use crate::sink::{Claim, Handover, SharedSocket, Sink};
@@ -160,8 +166,8 @@ pub enum Answer {
     Refused(Box<Refusal>),
 }
 
-/// A temporary refusal's complete response, for the request head of
-/// `head_len` bytes still on the socket.
+/// A refusal's complete response (temporary, or by authorization), for the
+/// request head of `head_len` bytes still on the socket.
 pub struct Refusal {
     response: Bytes,
     head_len: usize,
@@ -180,14 +186,16 @@ pub async fn open(
     let Some(Endpoint::Subscribe(path_topic)) = Endpoint::of(request.uri.path()) else {
         return None;
     };
-    let opened = subscribe::open(request, path_topic, state).await;
+    let opened = subscribe::open(request, path_topic, state, connection.client()).await;
+    let mut cors_headers = HeaderMap::new();
+    if let Some(allow) = cors::allow_origin(&request.headers, &state.config.cors_allowed_origins) {
+        cors::decorate(&mut cors_headers, &allow);
+    }
     let mut headers = HeaderMap::new();
     for (name, value) in subscribe::STREAM_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
     }
-    if let Some(allow) = cors::allow_origin(&request.headers, &state.config.cors_allowed_origins) {
-        cors::decorate(&mut headers, &allow);
-    }
+    headers.extend(cors_headers.clone());
     let stream = match opened {
         Ok(stream) => stream,
         Err(err) if err.is_temporary_for_streams() && subscribe::wants_event_stream(request) => {
@@ -199,6 +207,17 @@ pub async fn open(
             response.extend_from_slice(&reply::refusal_body(&err, state.config.retry));
             return Some(Answer::Refused(Box::new(Refusal {
                 response: response.freeze(),
+                head_len,
+                _in_flight: connection.request_started(false),
+            })));
+        }
+        // Answered here too: hyper would authorize all over again (a
+        // second request to the application, a second verification).
+        Err(err @ ApiError::Auth(_)) => {
+            tracing::debug!(status = err.status(), reason = %err, "request refused");
+            state.metrics.response_sent(&err.status().to_string());
+            return Some(Answer::Refused(Box::new(Refusal {
+                response: reply::error_bytes(&err, &cors_headers),
                 head_len,
                 _in_flight: connection.request_started(false),
             })));

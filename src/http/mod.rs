@@ -15,7 +15,6 @@
 //! `GET /status/events`. Anything else is 404, or 405 with `Allow`
 //! on a known path.
 
-mod auth;
 mod batch;
 pub mod body;
 mod cors;

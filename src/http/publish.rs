@@ -13,8 +13,8 @@ use hyper::{HeaderMap, StatusCode};
 
 use crate::error::ApiError;
 use crate::http::batch::{self, BodyFormat, JsonEvent};
+use crate::http::query;
 use crate::http::reply::{self, HttpResponse};
-use crate::http::{auth, query};
 use crate::registry::NewEvent;
 use crate::state::AppState;
 use crate::topic::name::TopicStr;
@@ -28,7 +28,12 @@ pub async fn handle(
     raw_topic: &str,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorize(&head.headers, state.config.publish_token.as_deref())?;
+    // Before the topic's own checks: without a credential, nothing else
+    // about the request is judged.
+    if let Err(refused) = state.auth.publish(&head.headers, raw_topic) {
+        state.metrics.auth_denied(refused.denied_reason());
+        return Err(refused.into());
+    }
     let topic = TopicStr::parse(raw_topic)?;
     let event_type = event_type(head.uri.query())?;
     let content_type = head

@@ -1,6 +1,6 @@
 //! Building responses: a status plus a one-line reason, JSON, or nothing.
 
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use crate::error::ApiError;
@@ -62,18 +62,62 @@ pub fn refusal_body(err: &ApiError, retry: std::time::Duration) -> bytes::Bytes 
 pub fn error(err: &ApiError) -> HttpResponse {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = text(status, &err.to_string());
-    let headers = response.headers_mut();
+    error_headers(err, response.headers_mut());
+    response
+}
+
+/// `error` written out as a complete HTTP/1.1 response that closes the
+/// connection, with `extra` headers (CORS), for `http::direct`.
+pub fn error_bytes(err: &ApiError, extra: &HeaderMap) -> bytes::Bytes {
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = format!("{err}\n");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    error_headers(err, &mut headers);
+    headers.extend(extra.clone());
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in &headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(body.as_bytes());
+    bytes::Bytes::from(out)
+}
+
+/// The headers a refusal's status implies.
+fn error_headers(err: &ApiError, headers: &mut HeaderMap) {
     match err {
         ApiError::MethodNotAllowed { allow } => {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        ApiError::Unauthorized => {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        ApiError::Auth(auth) => {
+            if let Some(challenge) = auth.www_authenticate() {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
         }
         _ => {}
     }
     if let Some(secs) = err.retry_after() {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    response
 }

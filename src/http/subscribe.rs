@@ -1,6 +1,7 @@
 //! `GET /subscribe/{topic}` and `GET /subscribe?topic=A&topic=B`: validate,
 //! open a subscription, answer `200` with its `EventStream` as the body.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,7 +35,7 @@ pub async fn handle(
     state: &AppState,
     connection: &Arc<ConnectionState>,
 ) -> Result<HttpResponse, ApiError> {
-    let stream = match open(req, path_topic, state).await {
+    let stream = match open(req, path_topic, state, connection.client()).await {
         Ok(stream) => stream,
         Err(err) if err.is_temporary_for_streams() && wants_event_stream(req) => {
             return Ok(reply::temporary_refusal(&err, state));
@@ -53,12 +54,13 @@ pub async fn handle(
     Ok(response)
 }
 
-/// Validates a subscribe request and opens its subscription; shared by the
-/// hyper path and `http::direct`.
+/// Validates a subscribe request from `client`, authorizes it, and opens
+/// its subscription; shared by the hyper path and `http::direct`.
 pub async fn open(
     req: &Parts,
     path_topic: Option<&str>,
     state: &AppState,
+    client: Option<IpAddr>,
 ) -> Result<EventStream, ApiError> {
     if state.shutdown.is_shutdown() {
         return Err(ApiError::ShuttingDown);
@@ -69,6 +71,13 @@ pub async fn open(
         state.config.max_topics_per_subscription,
     )?;
     let resume_id = resume_id(req)?;
+    let access = match state.auth.subscribe(req, client, &topics).await {
+        Ok(access) => access,
+        Err(refused) => {
+            state.metrics.auth_denied(refused.denied_reason());
+            return Err(refused.into());
+        }
+    };
     let subscription = match &state.cluster {
         None => state
             .registry
@@ -85,7 +94,8 @@ pub async fn open(
         state.stream_settings,
         state.shutdown.clone(),
         Arc::clone(&state.metrics),
-    ))
+    )
+    .ending_at(access.ends_at))
 }
 
 /// Whether the client is an `EventSource` (or acts like one): it sends

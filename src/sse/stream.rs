@@ -45,6 +45,9 @@ pub struct EventStream {
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
     finished: bool,
+    /// When the stream must end (a token's `exp`, `max_stream_lifetime`);
+    /// `None` for most streams, which then pay nothing for it.
+    end: Option<Pin<Box<Sleep>>>,
 }
 
 impl EventStream {
@@ -66,13 +69,34 @@ impl EventStream {
             shutdown,
             metrics,
             finished: false,
+            end: None,
         }
+    }
+
+    /// Ends the stream at `deadline`, once its opening is written, so that
+    /// the client reconnects (and is authorized again).
+    pub fn ending_at(mut self, deadline: Option<Instant>) -> EventStream {
+        self.end = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
+        self
     }
 
     /// The next chunk to write; `None` ends the stream (shutdown or lag).
     pub fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if self.finished || self.shutdown.is_shutdown() {
             self.finished = true;
+            return Poll::Ready(None);
+        }
+        // After the opening, so that even a stream whose token expires at
+        // once hands the client its `retry:` and replay first.
+        if self.retry.is_none()
+            && let Some(end) = &mut self.end
+            && end.as_mut().poll(cx).is_ready()
+        {
+            self.finished = true;
+            tracing::debug!(
+                topics = ?self.subscription.topic_names(),
+                "ended stream: its token expired or max_stream_lifetime passed"
+            );
             return Poll::Ready(None);
         }
         match self

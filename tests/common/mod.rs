@@ -188,7 +188,13 @@ impl Subscriber {
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
         }
+        Subscriber::from_request(request).await
+    }
+
+    /// Sends `request` (a subscribe built by the test); expects `200`.
+    pub async fn from_request(request: reqwest::RequestBuilder) -> Subscriber {
         let response = request.send().await.expect("subscribe");
+        let url = response.url().clone();
         assert_eq!(response.status(), 200, "subscribe to {url}");
         let response_headers = response.headers().clone();
         let version = response.version();
@@ -324,10 +330,17 @@ impl ServerProcess {
     /// Starts the binary with `args` (it listens on 127.0.0.1:0 unless the
     /// args say otherwise) and waits for its "listening" log line.
     pub fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_with_env(args, &[])
+    }
+
+    /// `start` with environment variables (`RUST_LOG` is `info` unless
+    /// `env` sets it).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssegate"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
