@@ -2,7 +2,10 @@
 //! binary in headless Chromium: `EventSource` (CORS, credentials, event
 //! types, automatic reconnect after a network cut, a slow-subscriber drop and
 //! a restart), the fetch/XHR clients (`@microsoft/fetch-event-source`,
-//! `sse.js`), the status page (screenshot in `target/browser-artifacts`),
+//! `sse.js`), private topics (an HttpOnly cookie with `withCredentials`, the
+//! short-lived query token recipe, a Bearer header through
+//! `fetch-event-source`), the status page (screenshot in
+//! `target/browser-artifacts`),
 //! ten `EventSource`s sharing one HTTP/2 connection over TLS, and, in the
 //! `cluster-*` suites, cluster mode: an `EventSource` behind a round-robin
 //! proxy over two nodes resuming exactly on the survivor when its node is

@@ -83,9 +83,11 @@ export function killGateway(gateway) {
   });
 }
 
-export async function publish(base, topic, body, eventType) {
+/** Publishes; `token`, when given, goes in `Authorization: Bearer`. */
+export async function publish(base, topic, body, eventType, token) {
   const query = eventType ? `?event=${eventType}` : '';
-  const response = await fetch(`${base}/publish/${topic}${query}`, { method: 'POST', body });
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  const response = await fetch(`${base}/publish/${topic}${query}`, { method: 'POST', body, headers });
   assert.equal(response.status, 200, await response.clone().text());
   return response.json();
 }
@@ -304,9 +306,15 @@ export function launchBrowser() {
  * event (the default `message` and the named `eventTypes`) in
  * `window.received`, and counts opens and errors.
  */
-export async function openEventSource(browser, origin, url, { eventTypes = [], withCredentials = false } = {}) {
+export async function openEventSource(browser, origin, url, options = {}) {
   const page = await browser.newPage();
   await page.goto(`${origin}/`);
+  await startEventSource(page, url, options);
+  return page;
+}
+
+/** `openEventSource` on a page already open (with its own cookies, say). */
+export async function startEventSource(page, url, { eventTypes = [], withCredentials = false } = {}) {
   await page.evaluate(({ url, eventTypes, withCredentials }) => {
     window.received = [];
     window.opened = 0;
@@ -321,7 +329,6 @@ export async function openEventSource(browser, origin, url, { eventTypes = [], w
     for (const type of eventTypes) source.addEventListener(type, record);
     window.source = source;
   }, { url, eventTypes, withCredentials });
-  return page;
 }
 
 export async function waitForEvents(page, n) {
