@@ -1,9 +1,12 @@
 //! Every example in `examples/` run against a real gateway, so none rots:
-//! the curl walk-through, the publish loop, the Node and Python publishers
-//! and the Next.js route handler (type-checked, compiled and called). The
+//! the curl walk-through, the publish loop, the Node and Python publishers,
+//! the Next.js route handler (type-checked, compiled and called), and the
+//! Next.js app's two authorization routes under `next start` (ssegate asks
+//! its authorize route; its token route mints tokens ssegate accepts). The
 //! browser page is exercised by tests/browser/examples.test.mjs.
 //!
-//! Needs curl, Node.js, Python 3 and `npm ci --prefix examples/nextjs`.
+//! Needs curl, Node.js, Python 3, `npm ci --prefix examples/nextjs` and,
+//! for `next start`, `npm run build --prefix examples/nextjs`.
 //! Without them each test says so and passes, so `cargo test` works on a
 //! fresh machine; `.ci/run` installs them and sets
 //! `REQUIRE_TEST_TOOLS=1`, which turns anything missing into a
@@ -205,4 +208,159 @@ async fn nextjs_route_handler() {
         out.contains(&format!("\"eventId\":\"{}\"", event.id)),
         "{out}"
     );
+}
+
+/// `next start` on the example's `next build` output, killed with the test.
+struct NextApp {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for NextApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SESSION_SECRET: &str = "example-session-secret-at-least-32-characters";
+const JWT_SECRET: &str = "example-ssegate-jwt-secret-at-least-32-characters";
+
+/// Starts the built example app, or skips when `next build` has not run.
+async fn start_next_app() -> Option<NextApp> {
+    let dir = examples().join("nextjs");
+    if !have("node") {
+        return None;
+    }
+    if !dir.join(".next/BUILD_ID").exists() {
+        skip("examples/nextjs needs `npm ci` and `npm run build` (next build) in examples/nextjs");
+        return None;
+    }
+    let port = common::cluster::free_port();
+    let child = Command::new("node")
+        .args([
+            "node_modules/next/dist/bin/next",
+            "start",
+            "-H",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(port.to_string())
+        .current_dir(&dir)
+        .env("SESSION_SECRET", SESSION_SECRET)
+        .env("SSEGATE_JWT_SECRET", JWT_SECRET)
+        .env("NEXT_TELEMETRY_DISABLED", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn next start");
+    let app = NextApp {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let probe = format!("{}/api/ssegate/authorize?topic=users/1/x", app.base);
+    common::eventually("next start answers", || {
+        let probe = probe.clone();
+        async move {
+            matches!(common::client().get(&probe).send().await, Ok(r) if r.status() == 401)
+        }
+    })
+    .await;
+    Some(app)
+}
+
+/// Signs in as `user` through the app's demo login route: the session cookie.
+async fn sign_in(app: &NextApp, user: &str) -> String {
+    let response = common::client()
+        .post(format!("{}/api/login", app.base))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"user":"{user}"}}"#))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), 200);
+    let set_cookie = response
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .expect("ascii");
+    set_cookie.split(';').next().expect("name=value").to_owned()
+}
+
+async fn subscribe_status(url: &str, cookie: Option<&str>) -> u16 {
+    let mut request = common::client().get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.expect("subscribe").status().as_u16()
+}
+
+#[tokio::test]
+async fn nextjs_authorize_route_answers_ssegates_forward_requests() {
+    let Some(app) = start_next_app().await else {
+        return;
+    };
+    let mut config = config();
+    config.auth.subscribe_auth = ssegate::config::SubscribeAuth::Forward;
+    config.auth.subscribe_auth_url = Some(format!("{}/api/ssegate/authorize", app.base));
+    let server = TestServer::start(config).await;
+    let cookie = sign_in(&app, "42").await;
+    let own = server.url("/subscribe/users/42/notifications");
+    let request = common::client().get(&own).header("cookie", &cookie);
+    let mut subscriber = Subscriber::from_request(request).await;
+    let published = common::publish(&server, "users/42/notifications", "for 42").await;
+    let event = subscriber.next().await;
+    assert_eq!((event.id, event.data.as_str()), (published.id, "for 42"));
+    let others = server.url("/subscribe/users/43/notifications");
+    assert_eq!(subscribe_status(&others, Some(&cookie)).await, 403);
+    assert_eq!(subscribe_status(&own, None).await, 401);
+    let both = server.url("/subscribe?topic=users/42/a&topic=users/43/b");
+    assert_eq!(subscribe_status(&both, Some(&cookie)).await, 403);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn nextjs_token_route_mints_tokens_ssegate_accepts() {
+    let Some(app) = start_next_app().await else {
+        return;
+    };
+    let secret_file =
+        std::env::temp_dir().join(format!("ssegate-example-jwt-{}.secret", std::process::id()));
+    std::fs::write(&secret_file, JWT_SECRET).expect("secret file");
+    let mut config = config();
+    config.auth.subscribe_auth = ssegate::config::SubscribeAuth::Jwt;
+    config.auth.jwt_algorithms = vec!["HS256".into()];
+    config.auth.jwt_secret_file = Some(secret_file);
+    let server = TestServer::start(config).await;
+    let cookie = sign_in(&app, "42").await;
+    let minted: serde_json::Value = serde_json::from_str(
+        &common::client()
+            .get(format!("{}/api/ssegate/token", app.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("token")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("JSON");
+    let token = minted["token"].as_str().expect("a token");
+    assert!(minted["expiresAt"].as_u64().is_some(), "{minted}");
+    let own = server.url(&format!(
+        "/subscribe/users/42/notifications?access_token={token}"
+    ));
+    assert_eq!(subscribe_status(&own, None).await, 200);
+    let others = server.url(&format!(
+        "/subscribe/users/43/notifications?access_token={token}"
+    ));
+    assert_eq!(subscribe_status(&others, None).await, 403);
+    let signed_out = common::client()
+        .get(format!("{}/api/ssegate/token", app.base))
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(signed_out.status(), 401);
+    server.shutdown().await.expect("clean shutdown");
 }

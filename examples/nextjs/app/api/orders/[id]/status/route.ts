@@ -8,7 +8,7 @@
 //   new EventSource(`${SSEGATE_URL}/subscribe/orders/${id}`)
 
 import { NextRequest, NextResponse } from 'next/server';
-import { publish, PublishError } from '../../../../../lib/ssegate.js';
+import { publish, PublishError } from '../../../../../lib/ssegate.ts';
 
 const ORDER_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
