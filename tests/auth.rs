@@ -232,6 +232,15 @@ async fn every_bad_token_from_every_source_gets_its_status_and_challenge() {
             INVALID,
         ),
         (
+            "no iss",
+            hs256(&with(&|c| {
+                c.as_object_mut().expect("object").remove("iss");
+            })),
+            one_topic,
+            401,
+            INVALID,
+        ),
+        (
             "no exp",
             hs256(&with(&|c| {
                 c.as_object_mut().expect("object").remove("exp");
@@ -339,7 +348,7 @@ async fn every_bad_token_from_every_source_gets_its_status_and_challenge() {
     assert_eq!(open.status, 200);
     let denied = |reason: &str| format!("ssegate_auth_denied_total{{reason=\"{reason}\"}}");
     assert_eq!(metric(server.addr, &denied("missing")).await, 6.0);
-    assert_eq!(metric(server.addr, &denied("invalid")).await, 84.0);
+    assert_eq!(metric(server.addr, &denied("invalid")).await, 90.0);
     assert_eq!(metric(server.addr, &denied("scope")).await, 18.0);
     server.shutdown().await.expect("clean shutdown");
 }
@@ -386,6 +395,54 @@ async fn only_the_first_source_counts_and_the_header_must_be_one_bearer() {
         assert_eq!(got.status, 400, "{what}: {}", got.body);
         assert_eq!(got.challenge.as_deref(), Some(BAD_REQUEST), "{what}");
     }
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn cookie_and_query_sources_can_be_turned_off() {
+    let mut config = jwt_config();
+    config.auth.cookie_name = String::new();
+    config.auth.query_param = String::new();
+    let server = TestServer::start(config).await;
+    let token = hs256(&claims(&["a"], &[]));
+    let http = client();
+    for source in [Source::Cookie, Source::Query] {
+        let got = try_subscribe(&http, &server, "/subscribe/a", Some((&token, source))).await;
+        assert_eq!(got.status, 401, "{source:?}: {}", got.body);
+        assert_eq!(
+            got.challenge.as_deref(),
+            Some(CHALLENGE),
+            "{source:?}: not looked at"
+        );
+    }
+    let header = try_subscribe(
+        &http,
+        &server,
+        "/subscribe/a",
+        Some((&token, Source::Header)),
+    );
+    assert_eq!(header.await.status, 200);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn with_jwt_alone_publishing_needs_a_credential_too() {
+    let mut config = jwt_config();
+    config.publish_token = None;
+    let server = TestServer::start(config).await;
+    let http = client();
+    let url = server.url("/publish/orders/1");
+    let none = answer(http.post(&url).body("x")).await;
+    assert_eq!(none.status, 401, "{}", none.body);
+    assert_eq!(none.challenge.as_deref(), Some("Bearer"));
+    let granted = hs256(&claims(&[], &["orders/*"]));
+    let ok = answer(
+        http.post(&url)
+            .header("authorization", format!("Bearer {granted}"))
+            .body("x"),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
     server.shutdown().await.expect("clean shutdown");
 }
 

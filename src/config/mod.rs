@@ -247,6 +247,14 @@ impl Config {
                     .to_owned(),
             );
         }
+        if auth.subscribe_auth != SubscribeAuth::None && self.status_page {
+            warnings.push(
+                "status_page is on while subscribes need authorization: the page shows \
+                 every topic's name and subscriber count to anyone who can reach it; \
+                 set status_page = false to keep topic names private"
+                    .to_owned(),
+            );
+        }
         if auth.subscribe_auth == SubscribeAuth::None && !auth.anonymous_topics.is_empty() {
             warnings.push(
                 "auth.anonymous_topics has no effect while auth.subscribe_auth = \"none\": \
