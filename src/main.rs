@@ -39,10 +39,17 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The most h2 may log, whatever `RUST_LOG` says.
+const H2_LOG_LEVEL: &str = "h2=info";
+
 /// Logs to stderr at the `RUST_LOG` level (default `info`), as text for
 /// people or one JSON object per line for log pipelines.
 fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // h2 quotes a request's path in its debug lines (a malformed one),
+        // and a path may carry a query token: never below info.
+        .add_directive(H2_LOG_LEVEL.parse().expect("a valid directive"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -170,6 +170,8 @@ async fn the_application_decides_and_its_answer_body_stays_private() {
         let subscribe = |path: &str, session: Option<&str>| {
             let mut request = http
                 .get(server.url(path))
+                // A client's own claim about its address is not passed on.
+                .header("x-forwarded-for", "203.0.113.9")
                 .header("origin", "https://app.example")
                 .header("authorization", "Bearer app-level-credential");
             if let Some(session) = session {
@@ -368,8 +370,27 @@ async fn cookies_sent_to_the_application_never_reach_a_log_line() {
     assert!(app.asked().len() >= 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = server.log_text();
-    assert!(log.contains("TRACE h2"), "trace logs on");
+    assert!(log.contains("DEBUG"), "debug logs on");
     for secret in ["SESSION-SECRET-VALUE-42", "APP-CREDENTIAL-SECRET"] {
         assert!(!log.contains(secret), "{secret} appears in the log");
     }
+}
+
+#[tokio::test]
+async fn a_refusal_after_the_check_asks_the_application_once() {
+    let app = App::start().await;
+    let mut config = forward_config(&app.url());
+    config.max_subscribers = 1;
+    let server = TestServer::start(config).await;
+    let subscribe = || {
+        client()
+            .get(server.url("/subscribe/users/alice/inbox"))
+            .header("cookie", "session=alice")
+    };
+    let _held = Subscriber::from_request(subscribe()).await;
+    let full = refused(subscribe()).await;
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert!(full.body.contains("max_subscribers"), "{}", full.body);
+    assert_eq!(app.asked().len(), 2, "one check per subscribe, not two");
+    server.shutdown().await.expect("clean shutdown");
 }

@@ -9,6 +9,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::http::request::Parts;
 
 use super::AuthError;
+use super::jwt::Invalid;
 use crate::config::AuthConfig;
 
 /// The token sources `[auth]` turns on.
@@ -61,8 +62,9 @@ impl Sources {
                 .filter(|(key, _)| key == name.as_str())
                 .map(|(_, value)| value);
             if let Some(token) = values.next() {
+                // A malformed credential, not a malformed header: 401.
                 if values.next().is_some() {
-                    return Err(AuthError::InvalidRequest);
+                    return Err(AuthError::InvalidToken(Invalid::Malformed));
                 }
                 if !token.is_empty() {
                     return Ok(Presented::Query(token.into_owned()));
@@ -154,7 +156,7 @@ mod tests {
         );
         assert_eq!(
             presented("/subscribe/a?access_token=1&access_token=2", &[]),
-            Err(AuthError::InvalidRequest)
+            Err(AuthError::InvalidToken(Invalid::Malformed))
         );
     }
 

@@ -7,7 +7,8 @@
 //! nchan's `nchan_authorize_request` work the same way, so an app that has
 //! one of those routes already has the right shape. `2xx` allows, `401` and
 //! `403` refuse with that status, anything else (or no answer within
-//! `subscribe_auth_timeout`) is a temporary refusal. The app's answer body is
+//! `subscribe_auth_timeout`) is a temporary refusal, as is a check while
+//! 1,024 are already waiting on the application. The app's answer body is
 //! read and thrown away (so its connection goes back to the pool), never
 //! passed on.
 //!
@@ -26,6 +27,7 @@ use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::cache::{self, AnswerCache};
@@ -39,6 +41,9 @@ const CACHE_ENTRIES: usize = 65_536;
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// How long an idle connection to the app stays in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Checks waiting on the application at once; more are temporary refusals,
+/// so a flood of subscribes cannot become a flood of connections to the app.
+const MAX_IN_FLIGHT: usize = 1024;
 
 const FORWARDED: [HeaderName; 3] = [header::COOKIE, header::AUTHORIZATION, header::ORIGIN];
 
@@ -57,6 +62,8 @@ pub enum Unavailable {
     Status(u16),
     Timeout,
     Unreachable,
+    /// `MAX_IN_FLIGHT` checks are already waiting on the application.
+    Busy,
 }
 
 pub struct ForwardAuth {
@@ -66,6 +73,7 @@ pub struct ForwardAuth {
     timeout: Duration,
     cache_for: Duration,
     cache: AnswerCache<()>,
+    in_flight: Semaphore,
     metrics: Arc<Metrics>,
 }
 
@@ -95,6 +103,7 @@ impl ForwardAuth {
             } else {
                 CACHE_ENTRIES
             }),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
             metrics,
         }
     }
@@ -113,6 +122,9 @@ impl ForwardAuth {
         {
             return Verdict::Allowed;
         }
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Verdict::Unavailable(Unavailable::Busy);
+        };
         let started = Instant::now();
         let verdict = match self.request(headers, client, topics) {
             Some(request) => self.ask(request).await,
@@ -174,12 +186,10 @@ impl ForwardAuth {
             }
         }
         if let Some(client) = client {
-            // Appended to what a proxy in front already said, as proxies do.
-            let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(earlier) => format!("{earlier}, {client}"),
-                None => client.to_string(),
-            };
-            forwarded.insert("x-forwarded-for", HeaderValue::from_str(&xff).ok()?);
+            // The address this connection came from, and nothing a client
+            // wrote: an app reading the first entry of a list could be lied to.
+            let address = HeaderValue::from_str(&client.to_string()).ok()?;
+            forwarded.insert("x-forwarded-for", address);
         }
         Some(request)
     }
@@ -189,7 +199,7 @@ impl ForwardAuth {
         let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
             Err(_elapsed) => return Verdict::Unavailable(Unavailable::Timeout),
             Ok(Err(err)) => {
-                tracing::warn!(cause = %err, "subscribe authorization: cannot reach the application");
+                tracing::debug!(cause = %err, "subscribe authorization: cannot reach the application");
                 return Verdict::Unavailable(Unavailable::Unreachable);
             }
             Ok(Ok(response)) => response,

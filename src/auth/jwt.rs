@@ -27,6 +27,9 @@ pub const MAX_PATTERNS: usize = 64;
 pub const MIN_SECRET_BYTES: usize = 32;
 /// Verified tokens remembered at most.
 const CACHE_ENTRIES: usize = 65_536;
+/// The longest a token is taken to live, whatever its `exp` says: a "never
+/// expires" `exp` near `u64::MAX` must not overflow the clock arithmetic.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// What a valid token allows.
 #[derive(Debug, Clone)]
@@ -74,6 +77,10 @@ impl Invalid {
 #[derive(Deserialize)]
 struct Claims {
     exp: u64,
+    /// Checked again here when `jwt_issuer` is set: the crate also accepts
+    /// an array holding it, and the contract says `iss` must equal it.
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
     #[serde(default)]
     ssegate: Option<GrantClaim>,
 }
@@ -89,6 +96,7 @@ struct GrantClaim {
 
 pub struct JwtVerifier {
     key: DecodingKey,
+    issuer: Option<String>,
     validation: Validation,
     leeway: Duration,
     cache: AnswerCache<Verified>,
@@ -125,8 +133,12 @@ impl JwtVerifier {
                     key_name,
                     "HS* algorithms need jwt_secret_file (a file of at least 32 random bytes)",
                 )?;
-                // A trailing newline from `echo > file` is not part of it.
-                let secret = secret.trim_ascii_end();
+                // One trailing newline (from `echo > file` or an editor) is
+                // not part of it; any other byte is, a binary secret's too.
+                let secret = secret
+                    .strip_suffix(b"\r\n")
+                    .or_else(|| secret.strip_suffix(b"\n"))
+                    .unwrap_or(&secret);
                 if secret.len() < MIN_SECRET_BYTES {
                     return Err(problem(
                         key_name,
@@ -174,6 +186,7 @@ impl JwtVerifier {
         validation.set_required_spec_claims(&required);
         Ok(Some(JwtVerifier {
             key,
+            issuer: auth.jwt_issuer.clone(),
             validation,
             leeway: Duration::from_secs(auth.jwt_leeway.as_secs()),
             cache: AnswerCache::new(CACHE_ENTRIES),
@@ -190,8 +203,9 @@ impl JwtVerifier {
         // The crate compares whole seconds, so a token is still valid for
         // up to a second after `exp` + leeway; checked here to the
         // millisecond, so that a stream ended at `exp` cannot reopen.
-        let valid_for =
-            (Duration::from_secs(verified.expires_at) + self.leeway).checked_sub(since_epoch());
+        let valid_for = (lifetime_end(verified.expires_at) + self.leeway)
+            .checked_sub(since_epoch())
+            .map(|d| d.min(MAX_LIFETIME));
         let Some(valid_for) = valid_for.filter(|d| !d.is_zero()) else {
             return Err(Invalid::Expired);
         };
@@ -207,6 +221,11 @@ impl JwtVerifier {
     pub fn verify_uncached(&self, token: &str) -> Result<Verified, Invalid> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|err| classify(err.kind()))?;
+        if let Some(issuer) = &self.issuer
+            && data.claims.iss.as_ref().and_then(|iss| iss.as_str()) != Some(issuer.as_str())
+        {
+            return Err(Invalid::Issuer);
+        }
         let grants = data.claims.ssegate.unwrap_or(GrantClaim {
             subscribe: Vec::new(),
             publish: Vec::new(),
@@ -256,6 +275,12 @@ fn classify(kind: &ErrorKind) -> Invalid {
         }
         _ => Invalid::Malformed,
     }
+}
+
+/// `exp` as a time since the Unix epoch, capped so that adding to it
+/// cannot overflow.
+pub fn lifetime_end(expires_at: u64) -> Duration {
+    Duration::from_secs(expires_at).min(since_epoch() + MAX_LIFETIME)
 }
 
 /// The time since the Unix epoch, to the clock's precision.

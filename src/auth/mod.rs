@@ -202,6 +202,11 @@ impl Authorizer {
         })
     }
 
+    /// Whether subscribes are checked at all (`subscribe_auth` not `none`).
+    pub fn checks_subscribes(&self) -> bool {
+        self.mode != SubscribeAuth::None
+    }
+
     /// Decides a subscribe to `topics` by the request `head` from `client`.
     pub async fn subscribe(
         &self,
@@ -254,7 +259,14 @@ impl Authorizer {
         let verified = jwt.verify(&token).map_err(AuthError::InvalidToken)?;
         // To the millisecond, not the second: the stream must end within a
         // second after `exp`, and `now` truncated could cost most of that.
-        let lives_for = Duration::from_secs(verified.expires_at).saturating_sub(jwt::since_epoch());
+        let lives_for = jwt::lifetime_end(verified.expires_at).saturating_sub(jwt::since_epoch());
+        // `jwt_leeway` lets a token whose `exp` passed (by this clock) still
+        // publish, but a stream would have to end as it opens, and its
+        // client would reconnect with the same token until the leeway ran
+        // out: refused at once instead, so the client fetches a fresh one.
+        if lives_for.is_zero() {
+            return Err(AuthError::InvalidToken(Invalid::Expired));
+        }
         if from_query && lives_for > self.sources.query_max_lifetime {
             return Err(AuthError::InvalidToken(Invalid::QueryLifetime));
         }
@@ -280,15 +292,20 @@ impl Authorizer {
             Verdict::Allowed => Ok(()),
             Verdict::Refused(status) => Err(AuthError::ForwardRefused(status)),
             Verdict::Unavailable(why) => {
+                // At debug: the refusal itself is logged (and counted) once
+                // where it is answered.
                 match why {
-                    Unavailable::Status(status) => tracing::warn!(
+                    Unavailable::Status(status) => tracing::debug!(
                         status,
                         "subscribe authorization: the application answered neither 2xx, 401 nor 403"
                     ),
-                    Unavailable::Timeout => tracing::warn!(
+                    Unavailable::Timeout => tracing::debug!(
                         "subscribe authorization: no answer within auth.subscribe_auth_timeout"
                     ),
                     Unavailable::Unreachable => {}
+                    Unavailable::Busy => tracing::debug!(
+                        "subscribe authorization: too many checks waiting on the application"
+                    ),
                 }
                 Err(AuthError::ForwardUnavailable)
             }

@@ -175,8 +175,9 @@ pub struct Refusal {
 }
 
 /// Opens the subscription `request` asks for. `None` when it is refused
-/// (but for a temporary refusal to an `EventSource`): the head is still on
-/// the socket, and hyper will answer it.
+/// and hyper is to answer (the head is still on the socket): not for a
+/// temporary refusal to an `EventSource`, nor, where subscribes are
+/// authorized, for any refusal but a shutdown, which are answered here.
 pub async fn open(
     request: &Parts,
     head_len: usize,
@@ -211,9 +212,15 @@ pub async fn open(
                 _in_flight: connection.request_started(false),
             })));
         }
-        // Answered here too: hyper would authorize all over again (a
-        // second request to the application, a second verification).
-        Err(err @ ApiError::Auth(_)) => {
+        // Answered here too when subscribes are authorized: hyper would
+        // authorize all over again (a second request to the application, a
+        // second verification), whether the refusal came from that or from
+        // a later step.
+        // (Not a shutdown: hyper breaks the connection instead.)
+        Err(err)
+            if matches!(err, ApiError::Auth(_))
+                || (state.auth.checks_subscribes() && err != ApiError::ShuttingDown) =>
+        {
             tracing::debug!(status = err.status(), reason = %err, "request refused");
             state.metrics.response_sent(&err.status().to_string());
             return Some(Answer::Refused(Box::new(Refusal {
