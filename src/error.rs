@@ -1,10 +1,9 @@
 //! `ApiError`: every way a request can be refused, as a status and a reason.
 //!
 //! Handlers return `Result<Response, ApiError>`; `http::reply::error` turns the
-//! error into a plain-text response whose body is `reason()` on one line. An
-//! `Err` out of a hyper service aborts the connection instead of answering,
-//! so the service returns one only where that is the point
-//! (`http::BreakConnection`).
+//! error into a plain-text response whose body is `reason()` on one line, or,
+//! for an `EventSource` refused for a reason that will pass
+//! (`temporary_reason`), into a `200` that tells it when to come back.
 
 use std::fmt;
 
@@ -80,10 +79,40 @@ pub enum ApiError {
     /// Cluster mode: a subscribe needed Redis (a replay, or the tail to
     /// catch up), which did not answer in time: a temporary refusal.
     ReplayUnavailable,
-    /// A stream (subscribe or status feed) asked for during shutdown;
-    /// `http::handle` breaks the connection instead of sending this (see
-    /// `http::BreakConnection`).
+    /// A stream (subscribe or status feed) asked for during shutdown.
     ShuttingDown,
+}
+
+/// Why a subscribe was refused for now (`ssegate_subscribes_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    MaxSubscribers,
+    MaxTopics,
+    /// Forward authorization: the application did not answer usably.
+    Authorization,
+    /// Cluster mode: Redis did not answer a replay in time.
+    Cluster,
+    ShuttingDown,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 5] = [
+        RefusalReason::MaxSubscribers,
+        RefusalReason::MaxTopics,
+        RefusalReason::Authorization,
+        RefusalReason::Cluster,
+        RefusalReason::ShuttingDown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::MaxSubscribers => "max_subscribers",
+            RefusalReason::MaxTopics => "max_topics",
+            RefusalReason::Authorization => "authorization",
+            RefusalReason::Cluster => "cluster",
+            RefusalReason::ShuttingDown => "shutting_down",
+        }
+    }
 }
 
 /// Who is to blame, in pingora's spirit: it decides the log level.
@@ -141,14 +170,19 @@ impl ApiError {
         }
     }
 
-    /// Whether this refusal will pass by itself, so that an `EventSource`
-    /// should be told to come back rather than get a status it treats as
-    /// final (see `http::reply::temporary_refusal`).
-    pub fn is_temporary_for_streams(&self) -> bool {
-        matches!(
-            self,
-            ApiError::ReplayUnavailable | ApiError::Auth(AuthError::ForwardUnavailable)
-        )
+    /// Why this refusal will pass by itself, if it will: an `EventSource`
+    /// is then told to come back rather than given a status it treats as
+    /// final (see `http::reply::temporary_refusal`), and the reason labels
+    /// `ssegate_subscribes_refused_total`.
+    pub fn temporary_reason(&self) -> Option<RefusalReason> {
+        match self {
+            ApiError::SubscriberLimit => Some(RefusalReason::MaxSubscribers),
+            ApiError::TopicLimit => Some(RefusalReason::MaxTopics),
+            ApiError::Auth(AuthError::ForwardUnavailable) => Some(RefusalReason::Authorization),
+            ApiError::ReplayUnavailable => Some(RefusalReason::Cluster),
+            ApiError::ShuttingDown => Some(RefusalReason::ShuttingDown),
+            _ => None,
+        }
     }
 
     /// Whether the response should carry `Retry-After`.

@@ -15,6 +15,7 @@ use prometheus::{
 };
 
 use crate::auth::DeniedReason;
+use crate::error::RefusalReason;
 
 /// Why a subscriber was disconnected by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +143,7 @@ pub struct Metrics {
     responses_by_code: Vec<(&'static str, IntCounter)>,
     publish_duration: Histogram,
     auth_denied: Vec<(DeniedReason, IntCounter)>,
+    subscribes_refused: Vec<(RefusalReason, IntCounter)>,
     forward_auth_duration: Histogram,
     /// Set once a node joins a cluster (`cluster_started`).
     cluster: OnceLock<ClusterMetrics>,
@@ -248,6 +250,17 @@ impl Metrics {
                     .map(|reason| (reason, denied.with_label_values(&[reason.label()])))
                     .collect()
             },
+            subscribes_refused: {
+                let refused = counter_vec(
+                    "ssegate_subscribes_refused_total",
+                    "Subscribes refused for a reason that will pass (an EventSource is told to come back), by reason.",
+                    "reason",
+                );
+                RefusalReason::ALL
+                    .into_iter()
+                    .map(|reason| (reason, refused.with_label_values(&[reason.label()])))
+                    .collect()
+            },
             forward_auth_duration: register(
                 &registry,
                 Histogram::with_opts(
@@ -349,6 +362,13 @@ impl Metrics {
     /// A subscribe or publish refused by authorization.
     pub fn auth_denied(&self, reason: DeniedReason) {
         if let Some((_, counter)) = self.auth_denied.iter().find(|(r, _)| *r == reason) {
+            counter.inc();
+        }
+    }
+
+    /// A subscribe refused for now (`ApiError::temporary_reason`).
+    pub fn subscribe_refused(&self, reason: RefusalReason) {
+        if let Some((_, counter)) = self.subscribes_refused.iter().find(|(r, _)| *r == reason) {
             counter.inc();
         }
     }

@@ -90,7 +90,7 @@ pub async fn run(
     let deadline = Instant::now() + grace;
     if n_connections > 0 {
         // Connections already open keep being served for a moment (`/readyz`
-        // says 503, publishes go through, a subscribe breaks its connection),
+        // says 503, publishes go through, a subscribe is told to come back),
         // so a client or balancer holding one learns of the shutdown by asking.
         tokio::time::sleep(READINESS_GRACE.min(grace / 2)).await;
     }

@@ -258,6 +258,36 @@ async fn max_subscribers_is_503_with_retry_after() {
     let refusal = send(client().get(server.url("/subscribe/c"))).await;
     check(&refusal, 503, "max_subscribers");
     assert_eq!(refusal.headers["retry-after"], "5");
+    // An EventSource (it sends this Accept) would give up for good on a
+    // 503: it gets a 200 telling it when to come back, on both paths.
+    for http in [client(), common::h2_client()] {
+        let refusal = send(
+            http.get(server.url("/subscribe/c"))
+                .header("accept", "text/event-stream"),
+        )
+        .await;
+        assert_eq!(refusal.status, 200, "{}", refusal.reason);
+        assert_eq!(refusal.headers["content-type"], "text/event-stream");
+        let retry_ms: u64 = refusal
+            .reason
+            .strip_prefix("retry: ")
+            .and_then(|rest| rest.split('\n').next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("a retry field first: {:?}", refusal.reason));
+        assert!(
+            (5_000..=15_000).contains(&retry_ms),
+            "refusal_retry 10s ± 50%: {retry_ms}"
+        );
+        assert!(
+            refusal
+                .reason
+                .ends_with(": subscriber limit reached (max_subscribers); try later\n\n"),
+            "{:?}",
+            refusal.reason
+        );
+    }
+    let refused = r#"ssegate_subscribes_refused_total{reason="max_subscribers"}"#;
+    assert_eq!(common::metric(server.addr, refused).await, 3.0);
     drop(first);
     common::eventually("a slot is free again", || async {
         client()

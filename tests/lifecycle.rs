@@ -77,14 +77,65 @@ async fn during_shutdown_an_open_connection_sees_readyz_503() {
     let response = String::from_utf8_lossy(&buf[..n]);
     assert!(response.starts_with("HTTP/1.1 503"), "{response}");
     assert!(response.ends_with("shutting down\n"), "{response}");
-    // A subscribe there is not refused with a status (EventSource would give
-    // up for good): the connection breaks, so the client retries elsewhere.
+    // An EventSource subscribing there is not given a status it would take
+    // as final: a 200 tells it when to come back (elsewhere, by then).
+    let event_source = "GET /subscribe/t HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
     socket
-        .write_all(ask("/subscribe/t").as_bytes())
+        .write_all(event_source.as_bytes())
         .await
         .expect("request");
-    let n = socket.read(&mut buf).await.unwrap_or(0);
-    assert_eq!(n, 0, "no answer: {:?}", String::from_utf8_lossy(&buf[..n]));
+    let mut response = Vec::new();
+    while !String::from_utf8_lossy(&response).contains("shutting down") {
+        let n = tokio::time::timeout(common::PATIENCE, socket.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("response");
+        assert!(
+            n > 0,
+            "closed early: {:?}",
+            String::from_utf8_lossy(&response)
+        );
+        response.extend_from_slice(&buf[..n]);
+    }
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("text/event-stream"), "{response}");
+    assert!(response.contains("retry: "), "{response}");
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+#[tokio::test]
+async fn during_shutdown_a_subscribe_without_event_source_accept_is_503() {
+    let mut server = ServerProcess::start(&[]);
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    let mut buf = vec![0u8; 1024];
+    // A first request, so the connection is hyper's and kept open.
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let n = socket.read(&mut buf).await.expect("response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    server.signal(libc::SIGTERM);
+    common::eventually("the listener is closed", || async {
+        TcpStream::connect(server.addr).await.is_err()
+    })
+    .await;
+    socket
+        .write_all(b"GET /subscribe/t HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let n = socket.read(&mut buf).await.expect("response");
+    let response = String::from_utf8_lossy(&buf[..n]);
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: 5"),
+        "{response}"
+    );
+    assert!(
+        response.ends_with("shutting down; reconnect elsewhere\n"),
+        "{response}"
+    );
     assert_eq!(server.wait_exit().code(), Some(0));
 }
 

@@ -141,6 +141,16 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "refusal_retry",
+        value_name: "DURATION",
+        default: "10s",
+        help: "Delay (with up to ±50% jitter) an EventSource refused for now is told to wait in its retry: field before it comes back.",
+        apply: |c, v| {
+            c.refusal_retry = duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "max_event_bytes",
         value_name: "BYTES",
         default: "65536",

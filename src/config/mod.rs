@@ -30,6 +30,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub fanout_busy_period: Duration,
     pub retry: Duration,
+    /// The `retry:` of a temporary refusal (see `http::reply`).
+    pub refusal_retry: Duration,
     pub max_event_bytes: usize,
     pub max_batch_bytes: usize,
     pub write_timeout: Duration,
@@ -125,6 +127,7 @@ impl Default for Config {
             heartbeat_interval: Duration::ZERO,
             fanout_busy_period: Duration::ZERO,
             retry: Duration::ZERO,
+            refusal_retry: Duration::ZERO,
             max_event_bytes: 0,
             max_batch_bytes: 0,
             write_timeout: Duration::ZERO,
@@ -279,6 +282,7 @@ mod tests {
         assert_eq!(config.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(config.fanout_busy_period, Duration::from_millis(50));
         assert_eq!(config.retry, Duration::from_secs(3));
+        assert_eq!(config.refusal_retry, Duration::from_secs(10));
         assert_eq!(config.max_event_bytes, 64 * 1024);
         assert_eq!(config.write_timeout, Duration::from_secs(30));
         assert_eq!(config.max_subscribers, 100_000);

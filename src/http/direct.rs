@@ -177,7 +177,7 @@ pub struct Refusal {
 /// Opens the subscription `request` asks for. `None` when it is refused
 /// and hyper is to answer (the head is still on the socket): not for a
 /// temporary refusal to an `EventSource`, nor, where subscribes are
-/// authorized, for any refusal but a shutdown, which are answered here.
+/// authorized, for any refusal, which are answered here.
 pub async fn open(
     request: &Parts,
     head_len: usize,
@@ -199,13 +199,14 @@ pub async fn open(
     headers.extend(cors_headers.clone());
     let stream = match opened {
         Ok(stream) => stream,
-        Err(err) if err.is_temporary_for_streams() && subscribe::wants_event_stream(request) => {
+        Err(err) if err.temporary_reason().is_some() && subscribe::wants_event_stream(request) => {
+            subscribe::count_refusal(&err, state);
             // Not a warning each: a crowd refused at once would flood the
             // log exactly when it matters.
             tracing::debug!(status = 200, reason = %err, "subscribe refused for now");
             state.metrics.response_sent("200");
             let mut response = BytesMut::from(&response_head(&headers)[..]);
-            response.extend_from_slice(&reply::refusal_body(&err, state.config.retry));
+            response.extend_from_slice(&reply::refusal_body(&err, state.config.refusal_retry));
             return Some(Answer::Refused(Box::new(Refusal {
                 response: response.freeze(),
                 head_len,
@@ -216,11 +217,8 @@ pub async fn open(
         // authorize all over again (a second request to the application, a
         // second verification), whether the refusal came from that or from
         // a later step.
-        // (Not a shutdown: hyper breaks the connection instead.)
-        Err(err)
-            if matches!(err, ApiError::Auth(_))
-                || (state.auth.checks_subscribes() && err != ApiError::ShuttingDown) =>
-        {
+        Err(err) if matches!(err, ApiError::Auth(_)) || state.auth.checks_subscribes() => {
+            subscribe::count_refusal(&err, state);
             tracing::debug!(status = err.status(), reason = %err, "request refused");
             state.metrics.response_sent(&err.status().to_string());
             return Some(Answer::Refused(Box::new(Refusal {

@@ -1,10 +1,10 @@
 //! HTTP: routing and the handlers behind each endpoint.
 //!
 //! `handle` is the whole service: every refusal is an `ApiError` turned into
-//! a response (the one exception is `BreakConnection`), it counts the request
-//! on its connection,
-//! adds CORS headers on the publish and subscribe endpoints, and counts the
-//! response.
+//! a response (for an `EventSource` refused for a reason that will pass, a
+//! `200` telling it when to come back), it counts the request on its
+//! connection, adds CORS headers on the publish and subscribe endpoints, and
+//! counts the response.
 //!
 //! `direct` answers plain-text HTTP/1.1 subscribes without hyper; everything
 //! else comes through `handle`.
@@ -86,13 +86,12 @@ impl<'a> Endpoint<'a> {
     }
 }
 
-/// Serves one request. Fails only to break the connection on purpose (see
-/// `BreakConnection`); every refusal is a response.
+/// Serves one request; every refusal is a response, so it never fails.
 pub async fn handle(
     req: Request<Incoming>,
     state: AppState,
     connection: Arc<ConnectionState>,
-) -> Result<HttpResponse, BreakConnection> {
+) -> Result<HttpResponse, std::convert::Infallible> {
     let in_flight = connection.request_started(req.version() == Version::HTTP_2);
     let (head, body) = req.into_parts();
     let endpoint = Endpoint::of(head.uri.path());
@@ -103,10 +102,20 @@ pub async fn handle(
         None => Err(ApiError::NotFound),
         Some(endpoint) => dispatch(endpoint, &head, body, &state, &connection).await,
     };
-    if let Err(ApiError::ShuttingDown) = result {
-        return Err(BreakConnection);
-    }
+    let is_stream = matches!(
+        endpoint,
+        Some(Endpoint::Subscribe(_) | Endpoint::StatusEvents)
+    );
     let mut response = result.unwrap_or_else(|err| {
+        if matches!(endpoint, Some(Endpoint::Subscribe(_))) {
+            subscribe::count_refusal(&err, &state);
+        }
+        // An `EventSource` treats any status but 200 as final: told to
+        // come back instead, when the refusal will pass.
+        if is_stream && err.temporary_reason().is_some() && subscribe::wants_event_stream(&head) {
+            tracing::debug!(status = 200, reason = %err, "stream refused for now");
+            return reply::temporary_refusal(&err, &state);
+        }
         match err.fault() {
             Fault::Client => {
                 tracing::debug!(status = err.status(), reason = %err, "request refused")
@@ -124,23 +133,6 @@ pub async fn handle(
     response.body_mut().hold(in_flight);
     Ok(response)
 }
-
-/// Makes hyper drop the connection (HTTP/1) or reset the stream (HTTP/2)
-/// instead of answering. Used for a stream (subscribe or status feed) asked
-/// for on an open connection during shutdown: `EventSource` gives up for good on any status
-/// but 200, while a broken connection makes it retry, elsewhere.
-#[derive(Debug)]
-pub struct BreakConnection;
-
-impl std::fmt::Display for BreakConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(
-            "stream requested during shutdown: connection broken so the client retries elsewhere",
-        )
-    }
-}
-
-impl std::error::Error for BreakConnection {}
 
 async fn dispatch(
     endpoint: Endpoint<'_>,

@@ -39,10 +39,13 @@ pub fn empty(status: StatusCode) -> HttpResponse {
 /// A temporary refusal as an `EventSource` understands it: `200` with the
 /// stream headers, a `retry:` field, a comment naming the reason, and the
 /// end of the stream, so that it comes back by itself (a `503` would end it
-/// for good). The delay is `retry` with up to ±50% jitter, so that a crowd
-/// refused at once does not return at once.
+/// for good). The delay is `refusal_retry` with up to ±50% jitter, so that a
+/// crowd refused at once does not return at once.
 pub fn temporary_refusal(err: &ApiError, state: &crate::state::AppState) -> HttpResponse {
-    let mut response = Response::new(ResponseBody::full(refusal_body(err, state.config.retry)));
+    let mut response = Response::new(ResponseBody::full(refusal_body(
+        err,
+        state.config.refusal_retry,
+    )));
     for (name, value) in crate::http::subscribe::STREAM_HEADERS {
         response
             .headers_mut()

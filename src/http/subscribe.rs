@@ -13,7 +13,7 @@ use crate::connection::ConnectionState;
 use crate::error::ApiError;
 use crate::http::body::ResponseBody;
 use crate::http::query;
-use crate::http::reply::{self, HttpResponse};
+use crate::http::reply::HttpResponse;
 use crate::sse::stream::EventStream;
 use crate::state::AppState;
 use crate::topic::name::TopicName;
@@ -35,13 +35,7 @@ pub async fn handle(
     state: &AppState,
     connection: &Arc<ConnectionState>,
 ) -> Result<HttpResponse, ApiError> {
-    let stream = match open(req, path_topic, state, connection.client()).await {
-        Ok(stream) => stream,
-        Err(err) if err.is_temporary_for_streams() && wants_event_stream(req) => {
-            return Ok(reply::temporary_refusal(&err, state));
-        }
-        Err(err) => return Err(err),
-    };
+    let stream = open(req, path_topic, state, connection.client()).await?;
     let mut response = Response::new(ResponseBody::events(
         stream,
         connection.subscription_opened(),
@@ -96,6 +90,15 @@ pub async fn open(
         Arc::clone(&state.metrics),
     )
     .ending_at(access.ends_at))
+}
+
+/// Counts a subscribe refused for a reason that will pass
+/// (`ssegate_subscribes_refused_total{reason}`), whichever form its answer
+/// takes.
+pub fn count_refusal(err: &ApiError, state: &AppState) {
+    if let Some(reason) = err.temporary_reason() {
+        state.metrics.subscribe_refused(reason);
+    }
 }
 
 /// Whether the client is an `EventSource` (or acts like one): it sends

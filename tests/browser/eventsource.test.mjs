@@ -176,3 +176,33 @@ test('a subscriber the gateway refuses is not retried by EventSource', async () 
     assert.equal(await stopGateway(gateway), 0);
   }
 });
+
+test('an EventSource refused at max_subscribers comes back by itself once a slot frees', async () => {
+  const { origin } = suite.pages[0];
+  const gateway = await startGateway({
+    origins: [origin], args: ['--max-subscribers', '1', '--refusal-retry', '600ms'],
+  });
+  try {
+    const holder = await openEventSource(suite.browser, origin, `${gateway.base}/subscribe/slot`);
+    await waitFor(holder, () => window.opened === 1);
+    const waiting = await openEventSource(suite.browser, origin, `${gateway.base}/subscribe/slot`);
+    // Refused for now, again and again, but never closed for good (a 503
+    // would have closed it).
+    await waitFor(waiting, () => window.errors >= 2);
+    assert.notEqual(await waiting.evaluate(() => window.source.readyState), 2, 'not CLOSED');
+    assert.ok(await metric(gateway.base, 'ssegate_subscribes_refused_total{reason="max_subscribers"}') >= 2);
+    await holder.close();
+    // It takes the freed slot by itself (a second stream opened: refusals
+    // open none), and then receives.
+    const deadline = Date.now() + PATIENCE_MS;
+    while (await metric(gateway.base, 'ssegate_subscriptions_total') !== 2) {
+      assert.ok(Date.now() < deadline, 'the refused page came back');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const event = await publish(gateway.base, 'slot', 'you are in');
+    assert.deepEqual(await waitForEvents(waiting, 1),
+      [{ type: 'message', data: 'you are in', lastEventId: event.id }]);
+  } finally {
+    assert.equal(await stopGateway(gateway), 0);
+  }
+});
