@@ -4,10 +4,12 @@
 //! - `first_request_timeout`, from accept to the end of the first request
 //!   head. hyper-util's auto h1/h2 detection has no deadline at all, and a TLS
 //!   handshake runs under this one too, since this wrapper sits below TLS.
-//! - `header_read_timeout`, from the first byte of each later HTTP/1 request
-//!   head to its end. hyper's own timer starts when it *begins waiting* for a
-//!   head, which would also cut idle keep-alive connections; that job belongs
-//!   to the next deadline, so hyper's is switched off.
+//! - `header_read_timeout`, from the first byte of each HTTP/1 request head
+//!   to its end, the first head included: a first head is cut at whichever
+//!   of the two deadlines comes first. hyper's own timer starts when it
+//!   *begins waiting* for a head, which would also cut idle keep-alive
+//!   connections; that job belongs to the next deadline, so hyper's is
+//!   switched off.
 //! - `keep_alive_timeout`, an HTTP/1 connection idle between requests.
 //! - `write_timeout`: a socket that accepts no byte for this long fails the
 //!   connection. hyper stops polling a response body while its buffer is
@@ -43,6 +45,11 @@ pub struct Deadlines {
 enum Phase {
     FirstRequest {
         deadline: Instant,
+        /// Which deadline `deadline` is: `FirstRequest` until the first
+        /// byte arrives, then `HeaderRead` if that one comes sooner.
+        kind: ConnectionTimeout,
+        /// Whether a byte of the first head has arrived.
+        head_started: bool,
     },
     InRequest,
     Idle {
@@ -88,6 +95,8 @@ impl<T> DeadlineIo<T> {
             metrics,
             phase: Phase::FirstRequest {
                 deadline: accepted_at + deadlines.first_request,
+                kind: ConnectionTimeout::FirstRequest,
+                head_started: false,
             },
             deadlines,
             n_requests_seen: 0,
@@ -120,16 +129,38 @@ impl<T> DeadlineIo<T> {
     }
 
     fn on_bytes_read(&mut self) {
-        if let Phase::Idle { .. } = self.phase {
-            self.phase = Phase::ReadingHead {
-                deadline: Instant::now() + self.deadlines.header_read,
-            };
+        match self.phase {
+            Phase::Idle { .. } => {
+                self.phase = Phase::ReadingHead {
+                    deadline: Instant::now() + self.deadlines.header_read,
+                };
+            }
+            Phase::FirstRequest {
+                deadline,
+                head_started: false,
+                ..
+            } => {
+                let head_deadline = Instant::now() + self.deadlines.header_read;
+                self.phase = match head_deadline < deadline {
+                    true => Phase::FirstRequest {
+                        deadline: head_deadline,
+                        kind: ConnectionTimeout::HeaderRead,
+                        head_started: true,
+                    },
+                    false => Phase::FirstRequest {
+                        deadline,
+                        kind: ConnectionTimeout::FirstRequest,
+                        head_started: true,
+                    },
+                };
+            }
+            _ => {}
         }
     }
 
     fn read_deadline(&self) -> Option<(Instant, ConnectionTimeout)> {
         match self.phase {
-            Phase::FirstRequest { deadline } => Some((deadline, ConnectionTimeout::FirstRequest)),
+            Phase::FirstRequest { deadline, kind, .. } => Some((deadline, kind)),
             Phase::Idle { deadline } => Some((deadline, ConnectionTimeout::KeepAlive)),
             Phase::ReadingHead { deadline } => Some((deadline, ConnectionTimeout::HeaderRead)),
             Phase::InRequest | Phase::Unbounded => None,

@@ -90,6 +90,33 @@ async fn a_subscribe_dripping_its_headers_is_closed_too() {
 }
 
 #[tokio::test]
+async fn header_read_timeout_bounds_the_first_head_too() {
+    // A long first_request_timeout (the TLS handshake may need it) does not
+    // let a first head drip for that long: header_read_timeout runs from
+    // its first byte, and whichever deadline comes first closes it.
+    let mut config = short_deadlines();
+    config.first_request_timeout = Duration::from_secs(10);
+    let server = TestServer::start(config).await;
+    for start in [
+        &b"GET /healthz HTTP/1.1\r\n"[..],
+        b"GET /subscribe/drip HTTP/1.1\r\n",
+    ] {
+        let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+        let started = tokio::time::Instant::now();
+        let answer = drip_head(&mut socket, start).await;
+        assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "closed by header_read_timeout, not first_request_timeout"
+        );
+    }
+    let header_read = "ssegate_connection_timeouts_total{deadline=\"header_read\"}";
+    assert_eq!(metric(server.addr, header_read).await, 2.0);
+    let first_request = "ssegate_connection_timeouts_total{deadline=\"first_request\"}";
+    assert_eq!(metric(server.addr, first_request).await, 0.0);
+}
+
+#[tokio::test]
 async fn a_later_request_dripping_its_headers_is_closed() {
     let mut config = short_deadlines();
     config.first_request_timeout = Duration::from_secs(10);

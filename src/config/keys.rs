@@ -234,7 +234,7 @@ pub const KEYS: &[Key] = &[
         name: "header_read_timeout",
         value_name: "DURATION",
         default: "10s",
-        help: "From the first byte of a later HTTP/1 request head to its end.",
+        help: "From the first byte of each request head to its end, the first included (whichever of this and first_request_timeout comes first).",
         apply: |c, v| {
             c.header_read_timeout = duration(v)?;
             Ok(())
