@@ -10,7 +10,10 @@
 //!   *begins waiting* for a head, which would also cut idle keep-alive
 //!   connections; that job belongs to the next deadline, so hyper's is
 //!   switched off.
-//! - `keep_alive_timeout`, an HTTP/1 connection idle between requests.
+//! - `keep_alive_timeout`, a connection idle between requests: for HTTP/1
+//!   from the end of a response to the next head's first byte, for HTTP/2
+//!   while no stream is open, whatever frames (PINGs) it exchanges meanwhile,
+//!   so that an HTTP/2 connection answering PINGs is not held forever.
 //! - `write_timeout`: a socket that accepts no byte for this long fails the
 //!   connection. hyper stops polling a response body while its buffer is
 //!   full, so a stuck subscriber is invisible from the body; here it is not.
@@ -58,8 +61,11 @@ enum Phase {
     ReadingHead {
         deadline: Instant,
     },
-    /// HTTP/2 after its first request: streams multiplex, pings keep watch.
-    Unbounded,
+    /// HTTP/2 with no stream open: closed at `deadline` unless a request
+    /// comes; frames read meanwhile (PINGs, SETTINGS) do not move it.
+    Http2Idle {
+        deadline: Instant,
+    },
 }
 
 pub struct DeadlineIo<T> {
@@ -119,11 +125,10 @@ impl<T> DeadlineIo<T> {
             self.phase = Phase::InRequest;
         }
         if self.phase == Phase::InRequest && activity.in_flight == 0 {
+            let deadline = Instant::now() + self.deadlines.keep_alive;
             self.phase = match activity.is_http2 {
-                true => Phase::Unbounded,
-                false => Phase::Idle {
-                    deadline: Instant::now() + self.deadlines.keep_alive,
-                },
+                true => Phase::Http2Idle { deadline },
+                false => Phase::Idle { deadline },
             };
         }
     }
@@ -163,13 +168,14 @@ impl<T> DeadlineIo<T> {
             Phase::FirstRequest { deadline, kind, .. } => Some((deadline, kind)),
             Phase::Idle { deadline } => Some((deadline, ConnectionTimeout::KeepAlive)),
             Phase::ReadingHead { deadline } => Some((deadline, ConnectionTimeout::HeaderRead)),
-            Phase::InRequest | Phase::Unbounded => None,
+            Phase::Http2Idle { deadline } => Some((deadline, ConnectionTimeout::KeepAlive)),
+            Phase::InRequest => None,
         }
     }
 
     /// Polls the read deadline; `Ready` means it fired.
     fn poll_read_deadline(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionTimeout> {
-        if !matches!(self.phase, Phase::Unbounded | Phase::Idle { .. }) {
+        if !matches!(self.phase, Phase::Http2Idle { .. } | Phase::Idle { .. }) {
             // hyper reads again only when woken; the end of the last response
             // in flight wakes it here, so that `Idle` starts on time.
             self.connection.park_reader(cx.waker());

@@ -207,3 +207,32 @@ async fn http2_by_prior_knowledge_subscribes_and_publishes() {
         "one h2 connection + the scrape"
     );
 }
+
+#[tokio::test]
+async fn an_http2_connection_with_no_stream_is_closed_though_it_answers_pings() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut config = config();
+    config.keep_alive_timeout = Duration::from_millis(500);
+    // The server pings every 100 ms and the client answers: frames keep
+    // flowing, and must not keep the connection open.
+    config.http2_keep_alive_interval = Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+    let socket = TcpStream::connect(server.addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(socket))
+            .await
+            .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get(format!("http://{}/healthz", server.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), 200);
+    drop(response);
+    // The connection ends: the server closed it at keep_alive_timeout.
+    let ended = tokio::time::timeout(PATIENCE, connection).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection is held open");
+    let label = "ssegate_connection_timeouts_total{deadline=\"keep_alive\"}";
+    assert!(metric(server.addr, label).await >= 1.0);
+}

@@ -254,7 +254,7 @@ pub const KEYS: &[Key] = &[
         name: "keep_alive_timeout",
         value_name: "DURATION",
         default: "60s",
-        help: "An HTTP/1 connection idle this long between requests is closed.",
+        help: "A connection idle this long between requests is closed (HTTP/2: with no stream open, whatever PINGs it answers).",
         apply: |c, v| {
             c.keep_alive_timeout = duration(v)?;
             Ok(())
