@@ -122,8 +122,23 @@ pub(crate) struct Pending {
 impl Pending {
     /// Starts the subscription at `start`, with `replay` (events read from
     /// elsewhere than the rings) merged in.
-    pub(crate) fn open(self, start: Start, resume_id: String, replay: Replay) -> Subscription {
-        Subscription::open(self.reservation, self.registered, start, resume_id, replay)
+    /// `position_id` is the wire id of `start.replay_through` (this run's,
+    /// or in cluster mode the cluster's), for the stream's position block.
+    pub(crate) fn open(
+        self,
+        start: Start,
+        resume_id: String,
+        position_id: String,
+        replay: Replay,
+    ) -> Subscription {
+        Subscription::open(
+            self.reservation,
+            self.registered,
+            start,
+            resume_id,
+            position_id,
+            replay,
+        )
     }
 }
 
@@ -268,7 +283,9 @@ impl Registry {
         let start = Start::decide(resume, pending.head, max_floor);
         let resume_id =
             resume_id.map_or_else(String::new, |raw| String::from_utf8_lossy(raw).into_owned());
-        Ok(pending.open(start, resume_id, Replay::default()))
+        let position = self.sequence.epoch().format(start.replay_through);
+        let position_id = String::from_utf8_lossy(&position).into_owned();
+        Ok(pending.open(start, resume_id, position_id, Replay::default()))
     }
 
     /// Takes a subscriber slot and registers on `names` (distinct,

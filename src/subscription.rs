@@ -212,6 +212,11 @@ struct Position {
     /// The stream has written its opening (`retry:` and any `gap`); from
     /// then on a new loss ends the stream instead of joining the `gap`.
     opened_stream: bool,
+    /// The sequence number of the last event handed out, if any.
+    last_written: Option<u64>,
+    /// The id of `replay_through`, until the position block is decided
+    /// (see `take_position`).
+    position_id: Option<Box<str>>,
 }
 
 impl Position {
@@ -245,12 +250,14 @@ impl Subscription {
     /// The subscription of `topics`, starting at `start`, holding the
     /// subscriber slot `reservation` (now counted as open), with `replay`
     /// merged into what it reads. `resume_id` is the id the client gave
-    /// (empty for none), echoed by a `gap`.
+    /// (empty for none), echoed by a `gap`; `position_id` is the wire id of
+    /// `start.replay_through`, for the position block.
     pub(crate) fn open(
         reservation: Reservation,
         mut topics: Registered,
         start: Start,
         resume_id: String,
+        position_id: String,
         replay: Replay,
     ) -> Subscription {
         for (subscribed, covered) in topics.topics.iter_mut().zip(replay.covered_through) {
@@ -279,6 +286,8 @@ impl Subscription {
                 gap_pending: start.gap,
                 parked_at_head: false,
                 opened_stream: false,
+                last_written: None,
+                position_id: Some(position_id.into_boxed_str()),
             },
             replay,
         }
@@ -293,6 +302,20 @@ impl Subscription {
             true => Some(std::mem::take(&mut position.resume_id)),
             false => None,
         }
+    }
+
+    /// Called when the stream finds nothing more to read: its replay is
+    /// done and it is live. Once, the id to write as the position block:
+    /// the id at which it went live, unless the last event it wrote
+    /// carries that id or a later one (the client's `lastEventId` already
+    /// says as much).
+    pub fn take_position(&mut self) -> Option<Box<str>> {
+        let position = &mut self.position;
+        let id = position.position_id.take()?;
+        let owed = position
+            .last_written
+            .is_none_or(|seq| seq < position.replay_through);
+        owed.then_some(id)
     }
 
     /// The topics, for logs.
@@ -319,7 +342,11 @@ impl Subscription {
     /// Single topic only: the cursor, if the subscriber is parked at the
     /// head of its topic (its last read found nothing new).
     pub fn idle_at_head(&self) -> Option<u64> {
-        let parked = self.topics.topics.len() == 1 && self.position.parked_at_head;
+        // Not before the position block is decided: a fan-out writes events,
+        // never the block.
+        let parked = self.topics.topics.len() == 1
+            && self.position.parked_at_head
+            && self.position.position_id.is_none();
         parked.then_some(self.position.cursor)
     }
 
@@ -379,6 +406,7 @@ impl Subscription {
         }
         drop(view);
         position.cursor = chunk.last_seq;
+        position.last_written = Some(chunk.last_seq);
         Batch::of(chunk)
     }
 
@@ -479,6 +507,7 @@ fn take_merged(
         n_replayed += usize::from(position.is_replay(*seq));
     }
     position.cursor = if cut { last_seq } else { limit };
+    position.last_written = Some(last_seq);
     Batch::Events {
         frames: buf.freeze(),
         n_events,

@@ -493,3 +493,50 @@ async fn read_for(
         }
     }
 }
+
+/// The id-only block a stream writes once it is live, in cluster mode: a
+/// cluster id, at the newest event (or the epoch's start before any), from
+/// which another node resumes exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_position_is_a_cluster_id_any_node_resumes_from() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &[]);
+    let position_of = |node: &ServerProcess, path: &str| {
+        let url = node.url(path);
+        async move {
+            let response = common::client().get(url).send().await.expect("subscribe");
+            let mut raw = common::RawSubscriber::from_response(response);
+            let text = String::from_utf8_lossy(raw.read_frames(2).await).into_owned();
+            let block = text
+                .split("\n\n")
+                .nth(1)
+                .expect("a second block")
+                .to_owned();
+            let id = block.strip_prefix("id: ").expect("an id-only block");
+            assert!(!id.contains('\n'), "{block:?}");
+            (id.to_owned(), raw)
+        }
+    };
+    // Before anything is published.
+    let (before, _first) = position_of(&a, "/subscribe/pos").await;
+    let one = publish_ok(&a, "pos", "one").await;
+    assert_eq!(epoch_of(&before), epoch_of(&one), "an id of this epoch");
+    let mut resumed = subscribe(&b, "/subscribe/pos", Some(&before)).await;
+    let seen = read_events(&mut resumed, 1).await;
+    assert_eq!(seen.events, vec![(one.clone(), "one".to_owned())]);
+    assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
+    // After publishes (the newest on another topic): the newest id.
+    let other = publish_ok(&a, "elsewhere", "x").await;
+    let (after, _second) = position_of(&a, "/subscribe/pos").await;
+    // (Node a's tail may not have read `other` back yet: then `one`.)
+    assert!(
+        after == other || after == one,
+        "{after} is neither {other} nor {one}"
+    );
+    let two = publish_ok(&b, "pos", "two").await;
+    let mut resumed = subscribe(&b, "/subscribe/pos", Some(&after)).await;
+    let seen = read_events(&mut resumed, 1).await;
+    assert_eq!(seen.events, vec![(two, "two".to_owned())]);
+    assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
+}

@@ -6,7 +6,7 @@
 use std::sync::PoisonError;
 use tokio::time::Instant;
 
-use super::ids::{self, Epoch, StreamId};
+use super::ids::{self, Epoch, IdMap, StreamId};
 use super::replay::{self, Judged, judge};
 use super::{Cluster, ReplayUnavailable, SubscribeError, frame};
 use crate::subscription::{Replay, Resume, Start, Subscription};
@@ -73,7 +73,8 @@ impl Cluster {
         if behind.is_empty() {
             let max_floor = pending.floors.iter().copied().max().unwrap_or(0);
             let start = Start::decide(resume, pending.head, max_floor);
-            return Ok(pending.open(start, resume_text, Replay::default()));
+            let position_id = position_id(&map, start.replay_through);
+            return Ok(pending.open(start, resume_text, position_id, Replay::default()));
         }
         let after_id = match resume {
             Resume::After(seq) => map.stream_id(seq),
@@ -125,7 +126,8 @@ impl Cluster {
             },
             _ => Start::decide(Resume::Unknown, pending.head, 0),
         };
-        Ok(pending.open(start, resume_text, replay))
+        let position_id = position_id(&map, start.replay_through);
+        Ok(pending.open(start, resume_text, position_id, replay))
     }
 
     /// Where a client's id resumes on this node, waiting (the caller bounds
@@ -201,4 +203,16 @@ enum Point {
     At(Epoch, StreamId),
     /// Not an id of this cluster's current epoch, or from its future.
     Unknown,
+}
+
+/// The wire id of sequence number `seq` for a stream's position block: the
+/// stream id it packs, or the epoch's `base` when `seq` is older than this
+/// epoch (nothing published in it yet), so that the position always
+/// resumes exactly under this epoch.
+fn position_id(map: &IdMap, seq: u64) -> String {
+    let id = map
+        .stream_id(seq)
+        .filter(|id| *id >= map.base)
+        .unwrap_or(map.base);
+    map.format(id)
 }

@@ -90,6 +90,16 @@ pub fn retry_frame(retry: Duration) -> Bytes {
     Bytes::from(format!("retry: {}\n\n", retry.as_millis()))
 }
 
+/// The position block: only `id: <id>` and a blank line. `EventSource`
+/// dispatches nothing for it but takes `id` as its `lastEventId`, so a client
+/// whose stream ends before its first event still resumes from here.
+pub fn position_frame(id: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(id.len() + 6);
+    put_field(&mut buf, b"id", id.as_bytes());
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
 /// The `gap` event: the client's `last_event_id` can no longer be resumed
 /// exactly. It carries no `id:` line, so the client's own last id stays put
 /// until a real event arrives.

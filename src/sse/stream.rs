@@ -2,8 +2,9 @@
 //!
 //! The stream *is* the subscriber: there is no task and no channel behind it.
 //! Each poll checks shutdown, then takes everything past the subscription's
-//! cursor as one chunk, then, if there was nothing, sends a heartbeat when the
-//! stream has been quiet for `heartbeat_interval`. hyper polls it only when it
+//! cursor as one chunk, then, if there was nothing, writes the position
+//! block the first time (`Subscription::take_position`), else a heartbeat
+//! when the stream has been quiet for `heartbeat_interval`. hyper polls it only when it
 //! can buffer more, so a slow reader costs at most one connection buffer.
 //!
 //! The heartbeat timer is lazy: a write only records the time, and the timer
@@ -21,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use crate::metrics::{DropReason, Metrics};
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
-use crate::sse::encode::{HEARTBEAT, gap_frame};
+use crate::sse::encode::{HEARTBEAT, gap_frame, position_frame};
 use crate::subscription::{Batch, Subscription};
 
 /// Settings every stream shares.
@@ -141,9 +142,18 @@ impl EventStream {
                     self.finished = true;
                     return Poll::Ready(None);
                 }
+                // Nothing more to read: the replay is done, and the client is
+                // told where the stream went live (once, if no event did).
+                let position = self
+                    .subscription
+                    .take_position()
+                    .map(|id| position_frame(&id));
                 if let Some(retry) = self.retry.take() {
-                    let opening = self.opening(&retry, &[]);
+                    let opening = self.opening(&retry, position.as_deref().unwrap_or_default());
                     return Poll::Ready(Some(self.wrote(opening)));
+                }
+                if let Some(position) = position {
+                    return Poll::Ready(Some(self.wrote(position)));
                 }
                 match self.poll_heartbeat(cx) {
                     Poll::Ready(()) => {

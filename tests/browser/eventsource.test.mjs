@@ -206,3 +206,31 @@ test('an EventSource refused at max_subscribers comes back by itself once a slot
     assert.equal(await stopGateway(gateway), 0);
   }
 });
+
+test('the position block: EventSource takes its id without an event, and resumes from it', async () => {
+  const { origin } = suite.pages[0];
+  // A long retry, so that the publish below lands while the page is away.
+  const gateway = await startGateway({ origins: [origin], retry: '1500ms' });
+  const proxy = await startProxy(gateway.port);
+  try {
+    const page = await openEventSource(suite.browser, origin, `${proxy.base}/subscribe/quiet`);
+    await waitFor(page, () => window.opened === 1);
+    // The block arrives right after the opening; nothing is dispatched.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(await page.evaluate(() => window.received), []);
+    // Cut before the first event: the reconnect carries the position, so
+    // what was published meanwhile arrives, exactly once.
+    proxy.cut();
+    const missed = await publish(gateway.base, 'quiet', 'published while away');
+    await waitFor(page, () => window.opened >= 2);
+    assert.deepEqual(await waitForEvents(page, 1),
+      [{ type: 'message', data: 'published while away', lastEventId: missed.id }]);
+    assert.match(proxy.requests(), /last-event-id: [0-9a-f]{16}-0{16}\r\n/i,
+      'the reconnect resumed from the position block');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal((await page.evaluate(() => window.received)).length, 1, 'nothing twice');
+  } finally {
+    await proxy.close();
+    assert.equal(await stopGateway(gateway), 0);
+  }
+});

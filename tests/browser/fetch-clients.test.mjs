@@ -59,9 +59,10 @@ test('@microsoft/fetch-event-source with an Authorization header receives and re
         },
         onmessage(event) {
           // fetch-event-source calls onmessage at every blank line, also
-          // after the `retry:` field and heartbeat comments: those carry no
-          // id, type or data, and are not events.
-          if (!event.id && !event.event && !event.data) return;
+          // after the `retry:` field, heartbeat comments and the position
+          // block (an id alone, which it does remember for its reconnect):
+          // none has a type or data, and none is an event.
+          if (!event.event && !event.data) return;
           window.received.push({ type: event.event || 'message', data: event.data, lastEventId: event.id });
         },
         // The documented pattern: a stream the server ended is retried too.
