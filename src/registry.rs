@@ -142,6 +142,23 @@ impl Pending {
     }
 }
 
+/// Who would create a topic that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Creator {
+    Publish,
+    /// A subscribe creates a topic to wait on; anyone may send one, so
+    /// subscribes alone must not fill `max_topics` and refuse every publish
+    /// to a new topic: they may create topics only up to
+    /// `subscriber_topic_limit`, the rest is kept for publishes.
+    Subscribe,
+}
+
+/// Topics subscribes may create: three quarters of `max_topics` (at least
+/// one).
+fn subscriber_topic_limit(max_topics: usize) -> usize {
+    (max_topics - max_topics / 4).max(1)
+}
+
 impl Registry {
     pub fn new(limits: Limits, epoch: RunEpoch, metrics: Arc<Metrics>) -> Registry {
         let fan_out_metrics = Arc::clone(&metrics);
@@ -182,7 +199,7 @@ impl Registry {
     ) -> Result<Published, LimitReached> {
         let started = Instant::now();
         loop {
-            let topic = self.topic(topic, started)?;
+            let topic = self.topic(topic, started, Creator::Publish)?;
             // Encoded before the topic lock is taken; only the id is patched
             // in under it.
             let template = event_template(ID_LEN, event_type, data);
@@ -220,7 +237,7 @@ impl Registry {
         let n_bytes: usize = batch.iter().map(FrameTemplate::len).sum();
         self.check_batch(batch.len(), n_bytes)?;
         loop {
-            let topic = self.topic(topic, started)?;
+            let topic = self.topic(topic, started, Creator::Publish)?;
             let mut seqs = Vec::with_capacity(batch.len());
             match topic.append(&self.sequence, Frames::many(batch), started, |seq| {
                 seqs.push(seq)
@@ -301,7 +318,7 @@ impl Registry {
         let mut registered = Registered::new(Arc::clone(self), names.len());
         for name in names {
             let (topic, registration) = loop {
-                let topic = self.topic(name.borrowed(), now)?;
+                let topic = self.topic(name.borrowed(), now, Creator::Subscribe)?;
                 if let Ok(registration) = topic.register(now) {
                     break (topic, registration);
                 }
@@ -411,12 +428,22 @@ impl Registry {
         self.sequence.epoch().parse(raw).filter(|&seq| seq <= head)
     }
 
-    /// Looks a topic up, creating it within `max_topics`.
-    fn topic(&self, name: TopicStr<'_>, now: Instant) -> Result<Arc<Topic>, LimitReached> {
+    /// Looks a topic up, creating it within `max_topics` (within three
+    /// quarters of it for a subscribe; see `Creator`).
+    fn topic(
+        &self,
+        name: TopicStr<'_>,
+        now: Instant,
+        creator: Creator,
+    ) -> Result<Arc<Topic>, LimitReached> {
         if let Some(topic) = self.lookup(name) {
             return Ok(topic);
         }
-        self.reserve_topic()?;
+        let max = match creator {
+            Creator::Publish => self.limits.max_topics,
+            Creator::Subscribe => subscriber_topic_limit(self.limits.max_topics),
+        };
+        self.reserve_topic_within(max)?;
         match self.topics.entry(name.to_owned()) {
             Entry::Occupied(entry) => {
                 self.n_topics.fetch_sub(1, Ordering::AcqRel);
@@ -452,7 +479,10 @@ impl Registry {
     }
 
     fn reserve_topic(&self) -> Result<(), LimitReached> {
-        let max = self.limits.max_topics;
+        self.reserve_topic_within(self.limits.max_topics)
+    }
+
+    fn reserve_topic_within(&self, max: usize) -> Result<(), LimitReached> {
         self.n_topics
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)

@@ -318,6 +318,28 @@ async fn max_topics_is_503() {
 }
 
 #[tokio::test]
+async fn subscribers_to_made_up_topics_cannot_take_the_topics_publishes_need() {
+    let mut config = config();
+    config.max_topics = 8;
+    let server = TestServer::start(config).await;
+    // Anonymous subscribers inventing topics: they may create 6 of the 8.
+    let mut held = Vec::new();
+    for i in 0..6 {
+        held.push(Subscriber::open(&server, &format!("/subscribe/made-up-{i}"), None).await);
+    }
+    let refusal = send(client().get(server.url("/subscribe/made-up-6"))).await;
+    check(&refusal, 503, "max_topics");
+    // Publishes to new topics still go through, up to max_topics.
+    publish(&server, "real-1", "x").await;
+    publish(&server, "real-2", "x").await;
+    let refusal = send(client().post(server.url("/publish/real-3")).body("x")).await;
+    check(&refusal, 503, "max_topics");
+    // And a subscriber of an existing topic is never refused for it.
+    Subscriber::open(&server, "/subscribe/real-1", None).await;
+    assert_eq!(common::metric(server.addr, "ssegate_topics").await, 8.0);
+}
+
+#[tokio::test]
 async fn subscribers_coming_and_going_do_not_use_up_max_topics() {
     let mut config = config();
     config.max_topics = 2;

@@ -194,7 +194,7 @@ pub const KEYS: &[Key] = &[
         name: "max_topics",
         value_name: "COUNT",
         default: "100000",
-        help: "Topics held in memory; creating one more is 503.",
+        help: "Topics held in memory; creating one more is 503. Subscribes may create topics only up to three quarters of it: the rest is kept for publishes.",
         apply: |c, v| {
             c.max_topics = count(v, 1, MAX_COUNT)?;
             Ok(())
