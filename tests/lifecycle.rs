@@ -50,25 +50,30 @@ async fn sigterm_ends_streams_finishes_publishes_and_exits_zero() {
     assert!(log.contains("shutdown complete"), "{log}");
 }
 
-#[tokio::test]
-async fn during_shutdown_an_open_connection_sees_readyz_503() {
-    let mut server = ServerProcess::start(&[]);
+/// The binary with a kept-alive connection that asked `path` (200), then
+/// sent SIGTERM and waited until the shutdown began (new connections are
+/// refused).
+async fn shutting_down_with_a_connection_open(path: &str) -> (ServerProcess, TcpStream) {
+    let server = ServerProcess::start(&[]);
     let mut socket = TcpStream::connect(server.addr).await.expect("connect");
-    let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.expect("request");
     let mut buf = vec![0u8; 1024];
-    socket
-        .write_all(ask("/readyz").as_bytes())
-        .await
-        .expect("request");
     let n = socket.read(&mut buf).await.expect("response");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-
     server.signal(libc::SIGTERM);
-    // Wait until the shutdown has begun: new connections are refused.
     common::eventually("the listener is closed", || async {
         TcpStream::connect(server.addr).await.is_err()
     })
     .await;
+    (server, socket)
+}
+
+#[tokio::test]
+async fn during_shutdown_an_open_connection_sees_readyz_503() {
+    let (mut server, mut socket) = shutting_down_with_a_connection_open("/readyz").await;
+    let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = vec![0u8; 1024];
     socket
         .write_all(ask("/readyz").as_bytes())
         .await
@@ -106,21 +111,8 @@ async fn during_shutdown_an_open_connection_sees_readyz_503() {
 
 #[tokio::test]
 async fn during_shutdown_a_subscribe_without_event_source_accept_is_503() {
-    let mut server = ServerProcess::start(&[]);
-    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    let (mut server, mut socket) = shutting_down_with_a_connection_open("/healthz").await;
     let mut buf = vec![0u8; 1024];
-    // A first request, so the connection is hyper's and kept open.
-    socket
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("request");
-    let n = socket.read(&mut buf).await.expect("response");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    server.signal(libc::SIGTERM);
-    common::eventually("the listener is closed", || async {
-        TcpStream::connect(server.addr).await.is_err()
-    })
-    .await;
     socket
         .write_all(b"GET /subscribe/t HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
