@@ -4,8 +4,9 @@
 //! Each poll checks shutdown, then takes everything past the subscription's
 //! cursor as one chunk, then, if there was nothing, writes the position
 //! block the first time (`Subscription::take_position`), else a heartbeat
-//! when the stream has been quiet for `heartbeat_interval`. hyper polls it only when it
-//! can buffer more, so a slow reader costs at most one connection buffer.
+//! when the stream has been quiet for `heartbeat_interval`. hyper polls it
+//! only when it can buffer more, so a slow reader costs at most one
+//! connection buffer.
 //!
 //! The heartbeat timer is lazy: a write only records the time, and the timer
 //! is moved when it fires early, so a busy stream costs no timer operation
