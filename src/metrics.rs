@@ -142,8 +142,8 @@ pub struct Metrics {
     /// lookup hashes on every response.
     responses_by_code: Vec<(&'static str, IntCounter)>,
     publish_duration: Histogram,
-    auth_denied: Vec<(DeniedReason, IntCounter)>,
-    subscribes_refused: Vec<(RefusalReason, IntCounter)>,
+    auth_denied: IntCounterVec,
+    subscribes_refused: IntCounterVec,
     forward_auth_duration: Histogram,
     /// Set once a node joins a cluster (`cluster_started`).
     cluster: OnceLock<ClusterMetrics>,
@@ -239,28 +239,16 @@ impl Metrics {
                 "The max_topics limit, for alerts on how close ssegate_topics is.",
             ),
             responses_by_code: Vec::new(),
-            auth_denied: {
-                let denied = counter_vec(
-                    "ssegate_auth_denied_total",
-                    "Subscribes and publishes refused by authorization, by reason.",
-                    "reason",
-                );
-                DeniedReason::ALL
-                    .into_iter()
-                    .map(|reason| (reason, denied.with_label_values(&[reason.label()])))
-                    .collect()
-            },
-            subscribes_refused: {
-                let refused = counter_vec(
-                    "ssegate_subscribes_refused_total",
-                    "Subscribes refused for a reason that will pass (an EventSource is told to come back), by reason.",
-                    "reason",
-                );
-                RefusalReason::ALL
-                    .into_iter()
-                    .map(|reason| (reason, refused.with_label_values(&[reason.label()])))
-                    .collect()
-            },
+            auth_denied: counter_vec(
+                "ssegate_auth_denied_total",
+                "Subscribes and publishes refused by authorization, by reason.",
+                "reason",
+            ),
+            subscribes_refused: counter_vec(
+                "ssegate_subscribes_refused_total",
+                "Subscribes refused for a reason that will pass (an EventSource is told to come back), by reason.",
+                "reason",
+            ),
             forward_auth_duration: register(
                 &registry,
                 Histogram::with_opts(
@@ -284,10 +272,18 @@ impl Metrics {
         .into_iter()
         .map(|code| (code, metrics.responses.with_label_values(&[code])))
         .collect();
-        // Every deadline shows from the start, at 0, so that alerts and
-        // dashboards see the series before the first timeout.
+        // Every deadline and reason shows from the start, at 0, so that
+        // alerts and dashboards see the series before the first one.
         for deadline in ["first_request", "header_read", "keep_alive", "write"] {
             metrics.timeouts.with_label_values(&[deadline]);
+        }
+        for reason in DeniedReason::ALL {
+            metrics.auth_denied.with_label_values(&[reason.label()]);
+        }
+        for reason in RefusalReason::ALL {
+            metrics
+                .subscribes_refused
+                .with_label_values(&[reason.label()]);
         }
         #[cfg(target_os = "linux")]
         // Process CPU, memory and file descriptors, read from /proc at scrape.
@@ -361,16 +357,14 @@ impl Metrics {
 
     /// A subscribe or publish refused by authorization.
     pub fn auth_denied(&self, reason: DeniedReason) {
-        if let Some((_, counter)) = self.auth_denied.iter().find(|(r, _)| *r == reason) {
-            counter.inc();
-        }
+        self.auth_denied.with_label_values(&[reason.label()]).inc();
     }
 
     /// A subscribe refused for now (`ApiError::temporary_reason`).
     pub fn subscribe_refused(&self, reason: RefusalReason) {
-        if let Some((_, counter)) = self.subscribes_refused.iter().find(|(r, _)| *r == reason) {
-            counter.inc();
-        }
+        self.subscribes_refused
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     pub fn forward_auth_answered(&self, took: Duration) {
