@@ -31,10 +31,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::http::request::Parts;
-use hyper::{HeaderMap, Method, Request, Uri, Version};
+use hyper::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -205,7 +205,7 @@ pub async fn open(
             // log exactly when it matters.
             tracing::debug!(status = 200, reason = %err, "subscribe refused for now");
             state.metrics.response_sent("200");
-            let mut response = BytesMut::from(&response_head(&headers)[..]);
+            let mut response = reply::http1_head(StatusCode::OK, &headers);
             response.extend_from_slice(&reply::refusal_body(&err, state.config.refusal_retry));
             return Some(Answer::Refused(Box::new(Refusal {
                 response: response.freeze(),
@@ -232,7 +232,7 @@ pub async fn open(
     state.metrics.response_sent("200");
     Some(Answer::Stream(Opened {
         stream,
-        response_head: response_head(&headers),
+        response_head: reply::http1_head(StatusCode::OK, &headers).freeze(),
         head_len,
         _in_flight: connection.request_started(false),
         _open_subscription: connection.subscription_opened(),
@@ -249,20 +249,6 @@ impl Refusal {
             let _ = io.shutdown().await;
         }
     }
-}
-
-/// `200 OK` with `headers`, the body ending when the connection closes.
-fn response_head(headers: &HeaderMap) -> Bytes {
-    let mut head = BytesMut::with_capacity(256);
-    head.put_slice(b"HTTP/1.1 200 OK\r\n");
-    for (name, value) in headers {
-        head.put_slice(name.as_str().as_bytes());
-        head.put_slice(b": ");
-        head.put_slice(value.as_bytes());
-        head.put_slice(b"\r\n");
-    }
-    head.put_slice(b"connection: close\r\n\r\n");
-    head.freeze()
 }
 
 impl Opened {

@@ -1,5 +1,6 @@
 //! Building responses: a status plus a one-line reason, JSON, or nothing.
 
+use bytes::{BufMut, Bytes, BytesMut};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 
@@ -55,10 +56,10 @@ pub fn temporary_refusal(err: &ApiError, state: &crate::state::AppState) -> Http
 }
 
 /// The body of `temporary_refusal`.
-pub fn refusal_body(err: &ApiError, retry: std::time::Duration) -> bytes::Bytes {
+pub fn refusal_body(err: &ApiError, retry: std::time::Duration) -> Bytes {
     let jitter = (crate::id::unique_u64() % 1001) as f64 / 1000.0 + 0.5;
     let retry_ms = (retry.as_millis() as f64 * jitter).round() as u64;
-    bytes::Bytes::from(format!("retry: {retry_ms}\n\n: {err}\n\n"))
+    Bytes::from(format!("retry: {retry_ms}\n\n: {err}\n\n"))
 }
 
 /// The response for a refused request, with the headers its status implies.
@@ -71,37 +72,35 @@ pub fn error(err: &ApiError) -> HttpResponse {
 
 /// `error` written out as a complete HTTP/1.1 response that closes the
 /// connection, with `extra` headers (CORS), for `http::direct`.
-pub fn error_bytes(err: &ApiError, extra: &HeaderMap) -> bytes::Bytes {
-    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
+pub fn error_bytes(err: &ApiError, extra: &HeaderMap) -> Bytes {
+    let response = error(err);
     let body = format!("{err}\n");
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    error_headers(err, &mut headers);
+    let mut headers = response.headers().clone();
     headers.extend(extra.clone());
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\n",
-        status.as_str(),
-        status.canonical_reason().unwrap_or("")
-    )
-    .into_bytes();
-    for (name, value) in &headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut out = http1_head(response.status(), &headers);
+    out.put_slice(body.as_bytes());
+    out.freeze()
+}
+
+/// The head of an HTTP/1.1 response whose connection closes after it (the
+/// body of a stream ends with the connection), for `http::direct`, which
+/// writes responses without hyper.
+pub fn http1_head(status: StatusCode, headers: &HeaderMap) -> BytesMut {
+    let mut head = BytesMut::with_capacity(256);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(status.as_str().as_bytes());
+    head.put_u8(b' ');
+    head.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.put_slice(b"\r\n");
+    for (name, value) in headers {
+        head.put_slice(name.as_str().as_bytes());
+        head.put_slice(b": ");
+        head.put_slice(value.as_bytes());
+        head.put_slice(b"\r\n");
     }
-    out.extend_from_slice(
-        format!(
-            "content-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    out.extend_from_slice(body.as_bytes());
-    bytes::Bytes::from(out)
+    head.put_slice(b"connection: close\r\n\r\n");
+    head
 }
 
 /// The headers a refusal's status implies.
