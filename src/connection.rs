@@ -7,11 +7,22 @@
 //! busy; and, when a write stalls for `write_timeout`, how many subscriber
 //! streams that disconnect drops. With HTTP/2 the parts run on different
 //! tasks, hence atomics.
+//!
+//! HTTP/2 adds one more thing to tell: a response body whose last chunk
+//! waits for the client to open its flow-control window. hyper stops polling
+//! such a body, and the socket is not full, so neither the body nor the
+//! socket's write deadline sees the stall; each body reports it here
+//! (`StreamWatch`), and the IO wrapper, which hyper's connection task polls
+//! whenever anything happens on the connection, fails the connection once a
+//! chunk has waited `write_timeout`.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Waker;
+
+use slab::Slab;
+use tokio::time::Instant;
 
 #[derive(Debug, Default)]
 pub struct ConnectionState {
@@ -28,6 +39,34 @@ pub struct ConnectionState {
     /// again until the socket wakes it, so when the last response finishes
     /// the reader is woken here to start the keep-alive deadline.
     parked_reader: Mutex<Option<Waker>>,
+    /// HTTP/2 only, made by the first `watch_stream`: boxed so that an
+    /// HTTP/1 connection pays one pointer for it.
+    stalls: OnceLock<Box<Mutex<Stalls>>>,
+}
+
+/// The HTTP/2 response bodies of one connection and whether each one's last
+/// chunk is waiting for flow-control window.
+#[derive(Debug, Default)]
+struct Stalls {
+    /// Per watched body: since when its last chunk has waited to be sent;
+    /// `None` while the body has nothing handed out (it waits for events,
+    /// or hyper took everything it gave).
+    waiting_since: Slab<Option<Instant>>,
+    /// The IO wrapper's task, to wake when a wait begins and no check of
+    /// the stalls is due: it then arms its timer for the new wait.
+    watcher: Option<Waker>,
+    /// Whether the IO wrapper has a check due (it saw a wait last time).
+    watcher_armed: bool,
+}
+
+/// One HTTP/2 response body's report of its chunks to the connection.
+#[derive(Debug)]
+pub struct StreamWatch {
+    connection: Arc<ConnectionState>,
+    key: usize,
+    /// Mirrors this body's entry, so that a body that keeps waiting for
+    /// events takes no lock per poll.
+    handed_out: bool,
 }
 
 /// Marks a request in flight until dropped with its response body.
@@ -91,6 +130,42 @@ impl ConnectionState {
         }
     }
 
+    /// Starts watching one HTTP/2 response body for flow-control stalls.
+    pub fn watch_stream(self: &Arc<Self>) -> StreamWatch {
+        let key = self.stalls().waiting_since.insert(None);
+        StreamWatch {
+            connection: Arc::clone(self),
+            key,
+            handed_out: false,
+        }
+    }
+
+    /// Since when the longest-waiting chunk of this connection's HTTP/2
+    /// bodies has waited for window, if one waits. When none waits, `waker`
+    /// is woken as soon as one starts to.
+    pub fn oldest_stall(&self, waker: &Waker) -> Option<Instant> {
+        let Some(stalls) = self.stalls.get() else {
+            return None;
+        };
+        let mut stalls = stalls.lock().unwrap_or_else(PoisonError::into_inner);
+        let oldest = stalls.waiting_since.iter().filter_map(|(_, since)| *since).min();
+        stalls.watcher_armed = oldest.is_some();
+        if oldest.is_none() {
+            match &stalls.watcher {
+                Some(current) if current.will_wake(waker) => {}
+                _ => stalls.watcher = Some(waker.clone()),
+            }
+        }
+        oldest
+    }
+
+    fn stalls(&self) -> std::sync::MutexGuard<'_, Stalls> {
+        self.stalls
+            .get_or_init(Box::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn activity(&self) -> Activity {
         let n_requests = self.n_requests.load(Ordering::SeqCst);
         Activity {
@@ -120,5 +195,43 @@ impl Drop for InFlight {
 impl Drop for OpenSubscription {
     fn drop(&mut self) {
         self.0.open_subscriptions.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl StreamWatch {
+    /// The body gave hyper a chunk: hyper polls it again only once the chunk
+    /// has window to go, so from now until the next poll it may be stalled.
+    pub fn chunk_handed_out(&mut self) {
+        self.handed_out = true;
+        let mut stalls = self.connection.stalls();
+        if let Some(since) = stalls.waiting_since.get_mut(self.key) {
+            *since = Some(Instant::now());
+        }
+        // Armed only once someone is woken: an IO wrapper that has not
+        // looked yet will look when hyper's connection task next reads,
+        // which it does after writing this response's headers.
+        if !stalls.watcher_armed {
+            if let Some(watcher) = stalls.watcher.take() {
+                stalls.watcher_armed = true;
+                watcher.wake();
+            }
+        }
+    }
+
+    /// The body was polled again without a chunk to give: whatever it
+    /// handed out before has gone.
+    pub fn nothing_handed_out(&mut self) {
+        if std::mem::take(&mut self.handed_out) {
+            let mut stalls = self.connection.stalls();
+            if let Some(since) = stalls.waiting_since.get_mut(self.key) {
+                *since = None;
+            }
+        }
+    }
+}
+
+impl Drop for StreamWatch {
+    fn drop(&mut self) {
+        self.connection.stalls().waiting_since.try_remove(self.key);
     }
 }

@@ -17,6 +17,12 @@
 //! - `write_timeout`: a socket that accepts no byte for this long fails the
 //!   connection. hyper stops polling a response body while its buffer is
 //!   full, so a stuck subscriber is invisible from the body; here it is not.
+//!   On HTTP/2 a stream can also stall with the socket writable, its
+//!   flow-control window shut: a chunk that waits that long for window
+//!   fails the connection too (`ConnectionState::oldest_stall`). hyper gives
+//!   no way to reset one stream from outside its body, and the body is not
+//!   polled while it waits, so the whole connection goes; its clients
+//!   reconnect with their `Last-Event-ID`.
 //!
 //! A deadline that fires returns `TimedOut` from the next read or write, and
 //! hyper drops the connection. Timers are allocated only when first needed.
@@ -180,14 +186,32 @@ impl<T> DeadlineIo<T> {
             // in flight wakes it here, so that `Idle` starts on time.
             self.connection.park_reader(cx.waker());
         }
-        let Some((deadline, kind)) = self.read_deadline() else {
+        let Some((deadline, kind)) = self.read_deadline().or_else(|| self.stall_deadline(cx)) else {
             return Poll::Pending;
         };
         ready!(poll_deadline(&mut self.read_timer, deadline, cx));
+        if kind == ConnectionTimeout::Write {
+            tracing::debug!("closing connection: an HTTP/2 stream's window stayed shut");
+            self.record_write_timeout();
+            return Poll::Ready(kind);
+        }
         self.timed_out.store(true, Ordering::Relaxed);
         self.metrics.connection_timed_out(kind);
         tracing::debug!(deadline = ?kind, "closing connection: deadline passed");
         Poll::Ready(kind)
+    }
+
+    /// While HTTP/2 requests are in flight: when the oldest chunk waiting
+    /// for flow-control window will have waited `write_timeout`. A client
+    /// that stops opening a stream's window stops hyper polling its body
+    /// while the socket stays writable, so this is the write deadline of
+    /// HTTP/2 streams.
+    fn stall_deadline(&self, cx: &Context<'_>) -> Option<(Instant, ConnectionTimeout)> {
+        if self.phase != Phase::InRequest {
+            return None;
+        }
+        let since = self.connection.oldest_stall(cx.waker())?;
+        Some((since + self.deadlines.write, ConnectionTimeout::Write))
     }
 
     /// Called when a write returned `Pending`; `Ready` means the socket has

@@ -236,3 +236,51 @@ async fn an_http2_connection_with_no_stream_is_closed_though_it_answers_pings() 
     let label = "ssegate_connection_timeouts_total{deadline=\"keep_alive\"}";
     assert!(metric(server.addr, label).await >= 1.0);
 }
+
+#[tokio::test]
+async fn an_http2_stream_whose_window_stays_closed_is_dropped_at_write_timeout() {
+    let mut config = config();
+    config.write_timeout = Duration::from_millis(500);
+    // The client's connection task answers every PING: the connection is
+    // alive, only the stream's flow-control window stays shut.
+    config.http2_keep_alive_interval = Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+    // A well-behaved HTTP/2 subscriber on its own connection, quiet for
+    // longer than write_timeout: waiting for events is not a stall.
+    let mut reader =
+        Subscriber::open_with(&h2_client(), &server.url("/subscribe/stalled"), None).await;
+    let socket = TcpStream::connect(server.addr).await.expect("connect");
+    // The window is opened once (1 KiB) and never again: the client never
+    // releases capacity, so it never sends WINDOW_UPDATE.
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(1024)
+        .handshake::<_, bytes::Bytes>(socket)
+        .await
+        .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("h2 ready");
+    let request = hyper::Request::get(format!("http://{}/subscribe/stalled", server.addr))
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), 200);
+    let _unread_body = response.into_body();
+    eventually("the stream is counted", || async {
+        metric(server.addr, "ssegate_subscribers").await == 2.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for _ in 0..4 {
+        publish(&server, "stalled", "x".repeat(2000)).await;
+    }
+    let ended = tokio::time::timeout(PATIENCE, connection).await;
+    assert!(ended.is_ok(), "a stream stalled by flow control is held open");
+    let label = "ssegate_subscribers_dropped_by_reason_total{reason=\"write_timeout\"}";
+    assert_eq!(metric(server.addr, label).await, 1.0);
+    assert_eq!(metric(server.addr, "ssegate_subscribers").await, 1.0);
+    publish(&server, "stalled", "after").await;
+    let data: Vec<String> = reader.take(5).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(data[4], "after");
+    assert!(data[..4].iter().all(|d| d.len() == 2000));
+}

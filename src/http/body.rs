@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::connection::{InFlight, OpenSubscription};
+use crate::connection::{InFlight, OpenSubscription, StreamWatch};
 use crate::sse::stream::EventStream;
 use crate::status::StatusStream;
 
@@ -20,6 +20,8 @@ pub struct ResponseBody {
     kind: Kind,
     _in_flight: Option<InFlight>,
     _open_subscription: Option<OpenSubscription>,
+    /// HTTP/2 only: tells the connection when a chunk waits for window.
+    flow: Option<StreamWatch>,
 }
 
 enum Kind {
@@ -54,12 +56,19 @@ impl ResponseBody {
             kind,
             _in_flight: None,
             _open_subscription: None,
+            flow: None,
         }
     }
 
     /// Keeps the request counted as in flight until this body is dropped.
     pub fn hold(&mut self, in_flight: InFlight) {
         self._in_flight = Some(in_flight);
+    }
+
+    /// Reports this HTTP/2 body's chunks to its connection, which fails once
+    /// one has waited for flow-control window for `write_timeout`.
+    pub fn watch_flow(&mut self, watch: StreamWatch) {
+        self.flow = Some(watch);
     }
 }
 
@@ -71,15 +80,19 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match &mut self.get_mut().kind {
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Events(stream) => stream
-                .poll_next_chunk(cx)
-                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
-            Kind::Status(stream) => stream
-                .poll_next_chunk(cx)
-                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+        let this = self.get_mut();
+        let chunk = match &mut this.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take()),
+            Kind::Events(stream) => stream.poll_next_chunk(cx),
+            Kind::Status(stream) => stream.poll_next_chunk(cx),
+        };
+        if let Some(flow) = &mut this.flow {
+            match chunk {
+                Poll::Ready(Some(_)) => flow.chunk_handed_out(),
+                _ => flow.nothing_handed_out(),
+            }
         }
+        chunk.map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {

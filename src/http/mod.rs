@@ -92,7 +92,8 @@ pub async fn handle(
     state: AppState,
     connection: Arc<ConnectionState>,
 ) -> Result<HttpResponse, std::convert::Infallible> {
-    let in_flight = connection.request_started(req.version() == Version::HTTP_2);
+    let is_http2 = req.version() == Version::HTTP_2;
+    let in_flight = connection.request_started(is_http2);
     let (head, body) = req.into_parts();
     let endpoint = Endpoint::of(head.uri.path());
     let allow_origin = endpoint
@@ -131,6 +132,9 @@ pub async fn handle(
     }
     state.metrics.response_sent(response.status().as_str());
     response.body_mut().hold(in_flight);
+    if is_http2 {
+        response.body_mut().watch_flow(connection.watch_stream());
+    }
     Ok(response)
 }
 
