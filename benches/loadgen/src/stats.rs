@@ -16,6 +16,12 @@ pub struct Clock {
     start: Instant,
 }
 
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::new()
+    }
+}
+
 impl Clock {
     pub fn new() -> Clock {
         Clock {
@@ -51,6 +57,12 @@ pub struct Stats {
     pub retried: Cell<u64>,
     /// Publish-to-receive latency in microseconds.
     pub latency_us: RefCell<Histogram<u64>>,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats::new()
+    }
 }
 
 impl Stats {
