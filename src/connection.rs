@@ -144,11 +144,16 @@ impl ConnectionState {
     /// bodies has waited for window, if one waits. When none waits, `waker`
     /// is woken as soon as one starts to.
     pub fn oldest_stall(&self, waker: &Waker) -> Option<Instant> {
-        let Some(stalls) = self.stalls.get() else {
-            return None;
-        };
-        let mut stalls = stalls.lock().unwrap_or_else(PoisonError::into_inner);
-        let oldest = stalls.waiting_since.iter().filter_map(|(_, since)| *since).min();
+        let mut stalls = self
+            .stalls
+            .get()?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let oldest = stalls
+            .waiting_since
+            .iter()
+            .filter_map(|(_, since)| *since)
+            .min();
         stalls.watcher_armed = oldest.is_some();
         if oldest.is_none() {
             match &stalls.watcher {
@@ -210,11 +215,11 @@ impl StreamWatch {
         // Armed only once someone is woken: an IO wrapper that has not
         // looked yet will look when hyper's connection task next reads,
         // which it does after writing this response's headers.
-        if !stalls.watcher_armed {
-            if let Some(watcher) = stalls.watcher.take() {
-                stalls.watcher_armed = true;
-                watcher.wake();
-            }
+        if !stalls.watcher_armed
+            && let Some(watcher) = stalls.watcher.take()
+        {
+            stalls.watcher_armed = true;
+            watcher.wake();
         }
     }
 
