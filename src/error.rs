@@ -81,6 +81,15 @@ pub enum ApiError {
     ReplayUnavailable,
     /// A stream (subscribe or status feed) asked for during shutdown.
     ShuttingDown,
+    /// An HTTP/1 request head that does not parse (hyper refused it before
+    /// any handler ran; `http::head_refusals` gives its answer this reason).
+    MalformedHead,
+    /// An HTTP/1 request head larger than `connection_buffer_bytes`.
+    HeadTooLarge {
+        max: usize,
+    },
+    /// A request target longer than hyper takes.
+    UriTooLong,
 }
 
 /// Why a subscribe was refused for now (`ssegate_subscribes_refused_total`).
@@ -137,7 +146,10 @@ impl ApiError {
             | ApiError::BodyNotUtf8
             | ApiError::InvalidBatchLine { .. }
             | ApiError::EmptyBatch
-            | ApiError::BodyUnreadable => 400,
+            | ApiError::BodyUnreadable
+            | ApiError::MalformedHead => 400,
+            ApiError::UriTooLong => 414,
+            ApiError::HeadTooLarge { .. } => 431,
             ApiError::BodyTooLarge { .. }
             | ApiError::BatchTooLarge { .. }
             | ApiError::BatchExceedsBuffer { .. }
@@ -292,6 +304,14 @@ impl fmt::Display for ApiError {
                  reconnect with the same Last-Event-ID",
             ),
             ApiError::ShuttingDown => f.write_str("shutting down; reconnect elsewhere"),
+            ApiError::MalformedHead => {
+                f.write_str("malformed request head: not valid HTTP/1.1 syntax")
+            }
+            ApiError::HeadTooLarge { max } => write!(
+                f,
+                "request head over {max} bytes (connection_buffer_bytes)"
+            ),
+            ApiError::UriTooLong => f.write_str("request target too long"),
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::connection::ConnectionState;
 use crate::http;
 use crate::http::direct::{self, Peek};
+use crate::http::head_refusals::HeadRefusals;
 use crate::id::RunEpoch;
 use crate::io::{DeadlineIo, Deadlines};
 use crate::metrics::{ConnectionTimeout, Metrics};
@@ -391,11 +392,13 @@ async fn serve_connection<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let max_head_bytes = state.config.connection_buffer_bytes;
     let service = service_fn(move |req| {
         let state = state.clone();
         let connection = Arc::clone(&connection);
         async move { http::handle(req, state, connection).await }
     });
+    let io = HeadRefusals::new(io, max_head_bytes);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(err) = watcher.watch(conn).await {
         tracing::debug!(cause = %err, "connection ended with an error");

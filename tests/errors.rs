@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Subscriber, TestServer, client, config, publish};
+use common::{RawResponse, Subscriber, TestServer, client, config, publish, raw_exchange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -388,4 +388,58 @@ async fn max_buffered_bytes_is_503_and_frees_up_as_events_expire() {
             == 200
     })
     .await;
+}
+
+/// A request head hyper refuses before any handler sees it, as raw bytes.
+fn malformed_head() -> Vec<u8> {
+    b"GET /healthz HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n".to_vec()
+}
+
+/// A head larger than `connection_buffer_bytes` (64 KiB by default).
+fn oversized_head() -> Vec<u8> {
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 70_000));
+    head.extend_from_slice(b"\r\n\r\n");
+    head
+}
+
+/// hyper's own refusal of `request`, sent after `before` on one connection.
+async fn refused_head(server: &TestServer, before: &[u8], request: &[u8]) -> RawResponse {
+    let stream = TcpStream::connect(server.addr).await.expect("connect");
+    let mut bytes = before.to_vec();
+    bytes.extend_from_slice(request);
+    let mut responses = RawResponse::parse_all(&raw_exchange(stream, &bytes).await);
+    responses.pop().expect("a response")
+}
+
+/// A refusal read off a raw connection has the contract's shape too.
+fn check_raw(refusal: &RawResponse, status: u16, reason_part: &str) {
+    assert_eq!(refusal.status, status, "{refusal:?}");
+    assert!(refusal.body.contains(reason_part), "{refusal:?}");
+    assert!(refusal.body.ends_with('\n'), "{refusal:?}");
+    assert_eq!(refusal.body.trim_end().lines().count(), 1, "{refusal:?}");
+    assert_eq!(
+        refusal.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(refusal.header("connection"), Some("close"));
+}
+
+#[tokio::test]
+async fn heads_refused_by_hyper_itself_carry_a_reason_too() {
+    let server = TestServer::start(config()).await;
+    let ok = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
+    // The first head of a connection, and a later one (pipelined).
+    for before in [&b""[..], &ok[..]] {
+        let refusal = refused_head(&server, before, &malformed_head()).await;
+        check_raw(&refusal, 400, "malformed request head");
+    }
+    // (Only as a first head: pipelined behind another request, hyper may
+    // read a head this size whole, and takes it.)
+    let refusal = refused_head(&server, b"", &oversized_head()).await;
+    check_raw(&refusal, 431, "request head over 65536 bytes");
+    // The server goes on serving.
+    let mut subscriber = Subscriber::open(&server, "/subscribe/after", None).await;
+    publish(&server, "after", "still here").await;
+    assert_eq!(subscriber.next().await.data, "still here");
 }

@@ -136,3 +136,22 @@ async fn sighup_reloads_the_certificate_without_dropping_streams() {
     assert_eq!(reply.subscribers, 1);
     assert_eq!(stream.next().await.data, "after renewal");
 }
+
+#[tokio::test]
+async fn a_malformed_head_over_tls_is_refused_with_a_reason() {
+    let cert = Certificate::generate("bad-head");
+    let server = tls_server(&cert).await;
+    let stream = common::raw_tls(&cert.cert_pem, server.addr).await;
+    let bytes = common::raw_exchange(
+        stream,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+    )
+    .await;
+    let responses = common::RawResponse::parse_all(&bytes);
+    assert_eq!(responses.len(), 1, "{responses:?}");
+    assert_eq!(responses[0].status, 400);
+    assert_eq!(
+        responses[0].body,
+        "malformed request head: not valid HTTP/1.1 syntax\n"
+    );
+}

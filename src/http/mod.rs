@@ -19,11 +19,12 @@ mod batch;
 pub mod body;
 mod cors;
 pub mod direct;
+pub mod head_refusals;
 mod ops;
 mod publish;
-mod query;
+pub(crate) mod query;
 pub mod reply;
-mod subscribe;
+pub(crate) mod subscribe;
 
 use std::sync::Arc;
 

@@ -35,9 +35,8 @@ pub fn prerequisite_missing(what: &str, why: &str) {
     let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
 }
 
-/// A reqwest client that trusts only `cert_pem`, offers `alpn`, and finds
-/// `localhost` at `addr`.
-pub fn tls_client(cert_pem: &str, alpn: &[&[u8]], addr: SocketAddr) -> reqwest::Client {
+/// A rustls client configuration that trusts only `cert_pem` and offers `alpn`.
+pub fn tls_client_config(cert_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::rustls::ClientConfig {
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
     let mut roots = RootCertStore::empty();
@@ -50,12 +49,100 @@ pub fn tls_client(cert_pem: &str, alpn: &[&[u8]], addr: SocketAddr) -> reqwest::
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tls
+}
+
+/// A reqwest client that trusts only `cert_pem`, offers `alpn`, and finds
+/// `localhost` at `addr`.
+pub fn tls_client(cert_pem: &str, alpn: &[&[u8]], addr: SocketAddr) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(tls_client_config(cert_pem, alpn))
         .resolve("localhost", addr)
         .build()
         .expect("client")
+}
+
+/// A raw HTTP/1.1 connection over TLS to `localhost` at `addr`.
+pub async fn raw_tls(
+    cert_pem: &str,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(cert_pem, &[b"http/1.1"])));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// Writes `request` on `stream` as it is and reads until the server closes.
+pub async fn raw_exchange<S>(mut stream: S, request: &[u8]) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await.expect("write");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
+            Err(_) => panic!("the server neither answered nor closed"),
+            Ok(Ok(0) | Err(_)) => return received,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// One HTTP/1.1 response read off a raw connection: status, lower-cased
+/// header lines, body.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The responses in `bytes`, in order (bodies by `content-length`).
+    pub fn parse_all(mut bytes: &[u8]) -> Vec<RawResponse> {
+        let mut responses = Vec::new();
+        while let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+            let mut lines = head.split("\r\n");
+            let status_line = lines.next().expect("status line");
+            let status = status_line
+                .split(' ')
+                .nth(1)
+                .expect("status")
+                .parse()
+                .expect("status");
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|line| line.split_once(": "))
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.to_string()))
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(name, _)| name == "content-length")
+                .map_or(0, |(_, value)| value.parse().expect("length"));
+            let body_start = end + 4;
+            let body_end = (body_start + length).min(bytes.len());
+            let body = String::from_utf8_lossy(&bytes[body_start..body_end]).into_owned();
+            responses.push(RawResponse {
+                status,
+                headers,
+                body,
+            });
+            bytes = &bytes[body_end..];
+        }
+        responses
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// How long any "eventually" in these tests may take before it is a failure.
