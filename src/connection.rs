@@ -32,6 +32,9 @@ pub struct ConnectionState {
     /// that a request head completed.
     n_requests: AtomicU64,
     is_http2: AtomicBool,
+    /// The `n_requests` of the last request known to have no body: bytes
+    /// read while it is in flight can only be the next request's head.
+    bodiless_request: AtomicU64,
     open_subscriptions: AtomicUsize,
     /// The client's address, for `X-Forwarded-For` on forward authorization.
     client: Option<IpAddr>,
@@ -83,6 +86,9 @@ pub struct Activity {
     pub n_requests: u64,
     pub in_flight: usize,
     pub is_http2: bool,
+    /// The latest request has no body (so what is read meanwhile is the
+    /// next head).
+    pub is_bodiless: bool,
 }
 
 impl ConnectionState {
@@ -107,6 +113,13 @@ impl ConnectionState {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.n_requests.fetch_add(1, Ordering::SeqCst);
         InFlight(Arc::clone(self))
+    }
+
+    /// Called by the service for a request that has no body, right after
+    /// `request_started`.
+    pub fn request_has_no_body(&self) {
+        let n_requests = self.n_requests.load(Ordering::SeqCst);
+        self.bodiless_request.store(n_requests, Ordering::SeqCst);
     }
 
     pub fn subscription_opened(self: &Arc<Self>) -> OpenSubscription {
@@ -177,6 +190,8 @@ impl ConnectionState {
             n_requests,
             in_flight: self.in_flight.load(Ordering::SeqCst),
             is_http2: self.is_http2.load(Ordering::SeqCst),
+            is_bodiless: n_requests > 0
+                && self.bodiless_request.load(Ordering::SeqCst) == n_requests,
         }
     }
 }

@@ -6,7 +6,9 @@
 //!   handshake runs under this one too, since this wrapper sits below TLS.
 //! - `header_read_timeout`, from the first byte of each HTTP/1 request head
 //!   to its end, the first head included: a first head is cut at whichever
-//!   of the two deadlines comes first. hyper's own timer starts when it
+//!   of the two deadlines comes first. A head pipelined behind a request
+//!   without a body is timed from its first byte too, though hyper parses
+//!   it only once the response before it is done. hyper's own timer starts when it
 //!   *begins waiting* for a head, which would also cut idle keep-alive
 //!   connections; that job belongs to the next deadline, so hyper's is
 //!   switched off.
@@ -81,6 +83,10 @@ pub struct DeadlineIo<T> {
     deadlines: Deadlines,
     phase: Phase,
     n_requests_seen: u64,
+    /// HTTP/1: when the first byte of a pipelined head was read, while the
+    /// request before it was still in flight; its `header_read_timeout`
+    /// runs from then, not from the end of that request's response.
+    pipelined_head_since: Option<Instant>,
     read_timer: Option<Pin<Box<Sleep>>>,
     write_timer: Option<Pin<Box<Sleep>>>,
     /// When the pending write times out; `None` while writes make progress.
@@ -112,6 +118,7 @@ impl<T> DeadlineIo<T> {
             },
             deadlines,
             n_requests_seen: 0,
+            pipelined_head_since: None,
             read_timer: None,
             write_timer: None,
             write_stall_deadline: None,
@@ -129,18 +136,30 @@ impl<T> DeadlineIo<T> {
         if activity.n_requests != self.n_requests_seen {
             self.n_requests_seen = activity.n_requests;
             self.phase = Phase::InRequest;
+            self.pipelined_head_since = None;
         }
         if self.phase == Phase::InRequest && activity.in_flight == 0 {
             let deadline = Instant::now() + self.deadlines.keep_alive;
-            self.phase = match activity.is_http2 {
-                true => Phase::Http2Idle { deadline },
-                false => Phase::Idle { deadline },
+            self.phase = match (activity.is_http2, self.pipelined_head_since.take()) {
+                (true, _) => Phase::Http2Idle { deadline },
+                (false, None) => Phase::Idle { deadline },
+                (false, Some(since)) => Phase::ReadingHead {
+                    deadline: since + self.deadlines.header_read,
+                },
             };
         }
     }
 
     fn on_bytes_read(&mut self) {
         match self.phase {
+            Phase::InRequest if self.pipelined_head_since.is_none() => {
+                // Bytes during a request without a body: the next head has
+                // begun (hyper parses it only once this response is done).
+                let activity = self.connection.activity();
+                if !activity.is_http2 && activity.is_bodiless {
+                    self.pipelined_head_since = Some(Instant::now());
+                }
+            }
             Phase::Idle { .. } => {
                 self.phase = Phase::ReadingHead {
                     deadline: Instant::now() + self.deadlines.header_read,

@@ -140,6 +140,46 @@ async fn a_later_request_dripping_its_headers_is_closed() {
 }
 
 #[tokio::test]
+async fn a_head_pipelined_behind_a_stream_is_timed_from_its_first_byte() {
+    // A head that starts while the response before it is still going (a
+    // stream here, ended by max_stream_lifetime) has had its
+    // header_read_timeout running since its first byte: once the stream
+    // ends, the drip is cut at once, not header_read_timeout later.
+    let mut config = config();
+    config.header_read_timeout = Duration::from_secs(2);
+    config.auth.max_stream_lifetime = Duration::from_secs(2);
+    let server = TestServer::start(config).await;
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("first request");
+    let mut buf = [0u8; 512];
+    let n = socket.read(&mut buf).await.expect("first response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Not a first head, so hyper serves this stream on the kept-alive
+    // connection, and the next head can start behind it.
+    socket
+        .write_all(b"GET /subscribe/piped HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("subscribe");
+    let n = socket.read(&mut buf).await.expect("stream head");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let started = tokio::time::Instant::now();
+    drip_head(&mut socket, b"GET /healthz HTTP/1.1\r\n").await;
+    let held = started.elapsed();
+    // The stream ends 2 s in; the head's own deadline (2 s from its first
+    // byte) has passed by then. Timed from the stream's end, it would be
+    // held until 4 s.
+    assert!(
+        held < Duration::from_millis(3500),
+        "the pipelined head was held {held:?}"
+    );
+    let label = "ssegate_connection_timeouts_total{deadline=\"header_read\"}";
+    assert_eq!(metric(server.addr, label).await, 1.0);
+}
+
+#[tokio::test]
 async fn header_read_timeout_runs_from_the_first_byte_not_from_idle() {
     let mut config = short_deadlines();
     config.keep_alive_timeout = Duration::from_secs(30);

@@ -96,6 +96,9 @@ pub async fn handle(
     let is_http2 = req.version() == Version::HTTP_2;
     let in_flight = connection.request_started(is_http2);
     let (head, body) = req.into_parts();
+    if hyper::body::Body::is_end_stream(&body) {
+        connection.request_has_no_body();
+    }
     let endpoint = Endpoint::of(head.uri.path());
     let allow_origin = endpoint
         .filter(|endpoint| endpoint.has_cors())
