@@ -205,7 +205,8 @@ impl<T> DeadlineIo<T> {
             // in flight wakes it here, so that `Idle` starts on time.
             self.connection.park_reader(cx.waker());
         }
-        let Some((deadline, kind)) = self.read_deadline().or_else(|| self.stall_deadline(cx)) else {
+        let Some((deadline, kind)) = self.read_deadline().or_else(|| self.stall_deadline(cx))
+        else {
             return Poll::Pending;
         };
         ready!(poll_deadline(&mut self.read_timer, deadline, cx));
