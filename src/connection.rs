@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Waker;
 
 use slab::Slab;
+
+use crate::client_limits::StreamPermit;
 use tokio::time::Instant;
 
 #[derive(Debug, Default)]
@@ -76,9 +78,13 @@ pub struct StreamWatch {
 #[derive(Debug)]
 pub struct InFlight(Arc<ConnectionState>);
 
-/// Marks an open subscriber stream on this connection until dropped.
+/// Marks an open subscriber stream on this connection until dropped, and
+/// holds its slot under the client's address.
 #[derive(Debug)]
-pub struct OpenSubscription(Arc<ConnectionState>);
+pub struct OpenSubscription {
+    connection: Arc<ConnectionState>,
+    _slot: StreamPermit,
+}
 
 /// What the IO wrapper needs to know, read in one go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,9 +128,12 @@ impl ConnectionState {
         self.bodiless_request.store(n_requests, Ordering::SeqCst);
     }
 
-    pub fn subscription_opened(self: &Arc<Self>) -> OpenSubscription {
+    pub fn subscription_opened(self: &Arc<Self>, slot: StreamPermit) -> OpenSubscription {
         self.open_subscriptions.fetch_add(1, Ordering::SeqCst);
-        OpenSubscription(Arc::clone(self))
+        OpenSubscription {
+            connection: Arc::clone(self),
+            _slot: slot,
+        }
     }
 
     pub fn open_subscriptions(&self) -> usize {
@@ -214,7 +223,9 @@ impl Drop for InFlight {
 
 impl Drop for OpenSubscription {
     fn drop(&mut self) {
-        self.0.open_subscriptions.fetch_sub(1, Ordering::SeqCst);
+        self.connection
+            .open_subscriptions
+            .fetch_sub(1, Ordering::SeqCst);
     }
 }
 

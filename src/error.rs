@@ -81,6 +81,10 @@ pub enum ApiError {
     ReplayUnavailable,
     /// A stream (subscribe or status feed) asked for during shutdown.
     ShuttingDown,
+    /// The client's address holds `max_streams_per_address` streams.
+    AddressStreamLimit {
+        max: usize,
+    },
     /// An HTTP/1 request head that does not parse (hyper refused it before
     /// any handler ran; `http::head_refusals` gives its answer this reason).
     MalformedHead,
@@ -102,11 +106,13 @@ pub enum RefusalReason {
     /// Cluster mode: Redis did not answer a replay in time.
     Cluster,
     ShuttingDown,
+    MaxStreamsPerAddress,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 5] = [
+    pub const ALL: [RefusalReason; 6] = [
         RefusalReason::MaxSubscribers,
+        RefusalReason::MaxStreamsPerAddress,
         RefusalReason::MaxTopics,
         RefusalReason::Authorization,
         RefusalReason::Cluster,
@@ -120,6 +126,7 @@ impl RefusalReason {
             RefusalReason::Authorization => "authorization",
             RefusalReason::Cluster => "cluster",
             RefusalReason::ShuttingDown => "shutting_down",
+            RefusalReason::MaxStreamsPerAddress => "max_streams_per_address",
         }
     }
 }
@@ -164,7 +171,8 @@ impl ApiError {
             | ApiError::BufferFull
             | ApiError::ClusterPublish(_)
             | ApiError::ReplayUnavailable
-            | ApiError::ShuttingDown => 503,
+            | ApiError::ShuttingDown
+            | ApiError::AddressStreamLimit { .. } => 503,
         }
     }
 
@@ -193,6 +201,7 @@ impl ApiError {
             ApiError::Auth(AuthError::ForwardUnavailable) => Some(RefusalReason::Authorization),
             ApiError::ReplayUnavailable => Some(RefusalReason::Cluster),
             ApiError::ShuttingDown => Some(RefusalReason::ShuttingDown),
+            ApiError::AddressStreamLimit { .. } => Some(RefusalReason::MaxStreamsPerAddress),
             _ => None,
         }
     }
@@ -205,6 +214,7 @@ impl ApiError {
             | ApiError::StatusViewerLimit { .. }
             | ApiError::BufferFull
             | ApiError::ShuttingDown
+            | ApiError::AddressStreamLimit { .. }
             | ApiError::Auth(AuthError::ForwardUnavailable) => Some(RETRY_AFTER_SECS),
             ApiError::ClusterPublish(_) | ApiError::ReplayUnavailable => {
                 Some(cluster::RETRY_AFTER_SECS)
@@ -304,13 +314,16 @@ impl fmt::Display for ApiError {
                  reconnect with the same Last-Event-ID",
             ),
             ApiError::ShuttingDown => f.write_str("shutting down; reconnect elsewhere"),
+            ApiError::AddressStreamLimit { max } => write!(
+                f,
+                "too many streams from this address (max_streams_per_address {max}); try later"
+            ),
             ApiError::MalformedHead => {
                 f.write_str("malformed request head: not valid HTTP/1.1 syntax")
             }
-            ApiError::HeadTooLarge { max } => write!(
-                f,
-                "request head over {max} bytes (connection_buffer_bytes)"
-            ),
+            ApiError::HeadTooLarge { max } => {
+                write!(f, "request head over {max} bytes (connection_buffer_bytes)")
+            }
             ApiError::UriTooLong => f.write_str("request target too long"),
         }
     }

@@ -33,6 +33,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+mod client_limits;
 mod cluster;
 pub mod config;
 mod connection;

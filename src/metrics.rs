@@ -15,6 +15,7 @@ use prometheus::{
 };
 
 use crate::auth::DeniedReason;
+use crate::client_limits::ConnectionRefusal;
 use crate::error::RefusalReason;
 
 /// Why a subscriber was disconnected by the server.
@@ -144,6 +145,7 @@ pub struct Metrics {
     publish_duration: Histogram,
     auth_denied: IntCounterVec,
     subscribes_refused: IntCounterVec,
+    connections_refused: IntCounterVec,
     forward_auth_duration: Histogram,
     /// Set once a node joins a cluster (`cluster_started`).
     cluster: OnceLock<ClusterMetrics>,
@@ -249,6 +251,11 @@ impl Metrics {
                 "Subscribes refused for a reason that will pass (an EventSource is told to come back), by reason.",
                 "reason",
             ),
+            connections_refused: counter_vec(
+                "ssegate_connections_refused_total",
+                "Connections closed at accept, before anything was read, by the limit that was full.",
+                "reason",
+            ),
             forward_auth_duration: register(
                 &registry,
                 Histogram::with_opts(
@@ -283,6 +290,11 @@ impl Metrics {
         for reason in RefusalReason::ALL {
             metrics
                 .subscribes_refused
+                .with_label_values(&[reason.label()]);
+        }
+        for reason in ConnectionRefusal::ALL {
+            metrics
+                .connections_refused
                 .with_label_values(&[reason.label()]);
         }
         #[cfg(target_os = "linux")]
@@ -358,6 +370,13 @@ impl Metrics {
     /// A subscribe or publish refused by authorization.
     pub fn auth_denied(&self, reason: DeniedReason) {
         self.auth_denied.with_label_values(&[reason.label()]).inc();
+    }
+
+    /// A connection closed at accept (`ClientLimits::admit`).
+    pub fn connection_refused(&self, reason: ConnectionRefusal) {
+        self.connections_refused
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     /// A subscribe refused for now (`ApiError::temporary_reason`).

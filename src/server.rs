@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::client_limits::{ClientLimits, ConnectionPermit};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::ConnectionState;
@@ -144,6 +145,7 @@ pub(crate) async fn app_state(config: Config, shutdown: Shutdown) -> io::Result<
         ),
     };
     Ok(AppState::new(Shared {
+        client_limits: ClientLimits::new(&config),
         retry_frame: retry_frame(config.retry),
         stream_settings: StreamSettings {
             heartbeat_interval: config.heartbeat_interval,
@@ -243,6 +245,15 @@ impl Acceptor<'_> {
     }
 
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
+        // Before anything is read: a refused connection is closed at once.
+        let permit = match self.state.client_limits.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                self.state.metrics.connection_refused(refusal);
+                tracing::debug!(client.addr = %peer, reason = refusal.label(), "connection refused");
+                return;
+            }
+        };
         let config = &self.state.config;
         configure_socket(&stream, config);
         let accepted = Accepted {
@@ -259,7 +270,7 @@ impl Acceptor<'_> {
             builder: Arc::clone(&self.builder),
             watcher: self.graceful.watcher(),
         };
-        let gauge = ConnectionGauge::open(Arc::clone(&self.state.metrics));
+        let gauge = ConnectionGauge::open(Arc::clone(&self.state.metrics), permit);
         // Separate task types, not one future with a `match`: a future is as
         // large as its largest state, and a TLS session is kilobytes that
         // every plain-text connection would otherwise carry. The span costs a
@@ -427,20 +438,27 @@ fn configure_socket(stream: &TcpStream, config: &Config) {
     }
 }
 
-/// Keeps `ssegate_connections` right on every way a connection task ends,
-/// including being dropped when the runtime stops.
-struct ConnectionGauge(Arc<Metrics>);
+/// Keeps `ssegate_connections` and the connection's slot in
+/// `ClientLimits` right on every way a connection task ends, including
+/// being dropped when the runtime stops.
+struct ConnectionGauge {
+    metrics: Arc<Metrics>,
+    _permit: ConnectionPermit,
+}
 
 impl ConnectionGauge {
-    fn open(metrics: Arc<Metrics>) -> ConnectionGauge {
+    fn open(metrics: Arc<Metrics>, permit: ConnectionPermit) -> ConnectionGauge {
         metrics.connection_opened();
-        ConnectionGauge(metrics)
+        ConnectionGauge {
+            metrics,
+            _permit: permit,
+        }
     }
 }
 
 impl Drop for ConnectionGauge {
     fn drop(&mut self) {
-        self.0.connection_closed();
+        self.metrics.connection_closed();
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::auth::Authorizer;
+use crate::client_limits::ClientLimits;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub cluster: Option<Arc<Cluster>>,
     /// `[auth]` and `publish_token`: who may subscribe and publish.
     pub auth: Authorizer,
+    /// Connections held, and connections and streams per client address.
+    pub client_limits: Arc<ClientLimits>,
 }
 
 impl AppState {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::value::{
-    address, boolean, bytes, count, duration, duration_or_zero, list, optional, redis_url,
+    address, boolean, bytes, count, duration, duration_or_zero, list, networks, optional, redis_url,
 };
 use super::{Config, LogFormat, SubscribeAuth};
 
@@ -187,6 +187,46 @@ pub const KEYS: &[Key] = &[
         help: "Open subscriber streams; one more subscribe is 503 with Retry-After.",
         apply: |c, v| {
             c.max_subscribers = count(v, 1, MAX_COUNT)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "max_connections",
+        value_name: "COUNT",
+        default: "110000",
+        help: "Connections held at once; one more is closed as soon as it is accepted, before anything is read.",
+        apply: |c, v| {
+            c.max_connections = count(v, 1, MAX_COUNT)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "max_connections_per_address",
+        value_name: "COUNT",
+        default: "1000",
+        help: "Connections one client address (IPv6: one /64) may hold; one more is closed at accept. 0: no limit.",
+        apply: |c, v| {
+            c.max_connections_per_address = count(v, 0, MAX_COUNT)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "max_streams_per_address",
+        value_name: "COUNT",
+        default: "1000",
+        help: "Subscriber streams (HTTP/2 streams included) one client address (IPv6: one /64) may hold; one more is refused for now (503, or 200 with retry to an EventSource). 0: no limit.",
+        apply: |c, v| {
+            c.max_streams_per_address = count(v, 0, MAX_COUNT)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "address_limits_exempt",
+        value_name: "LIST",
+        default: "127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
+        help: "Addresses and networks the per-address limits leave alone: loopback and private networks by default, where a proxy or load balancer in front sends every client from a few addresses.",
+        apply: |c, v| {
+            c.address_limits_exempt = networks(v)?;
             Ok(())
         },
     },

@@ -36,6 +36,15 @@ pub struct Config {
     pub max_batch_bytes: usize,
     pub write_timeout: Duration,
     pub max_subscribers: usize,
+    /// Connections held at once; one more is closed at accept.
+    pub max_connections: usize,
+    /// Per client address (IPv6: per /64); 0 is no limit.
+    pub max_connections_per_address: usize,
+    /// Subscriber streams (HTTP/2 streams included) per client address; 0
+    /// is no limit.
+    pub max_streams_per_address: usize,
+    /// Addresses the per-address limits leave alone (a proxy in front).
+    pub address_limits_exempt: Vec<ipnet::IpNet>,
     pub max_topics: usize,
     pub max_topics_per_subscription: usize,
     pub publish_token: Option<String>,
@@ -132,6 +141,10 @@ impl Default for Config {
             max_batch_bytes: 0,
             write_timeout: Duration::ZERO,
             max_subscribers: 0,
+            max_connections: 0,
+            max_connections_per_address: 0,
+            max_streams_per_address: 0,
+            address_limits_exempt: Vec::new(),
             max_topics: 0,
             max_topics_per_subscription: 0,
             publish_token: None,
@@ -285,6 +298,25 @@ mod tests {
         assert_eq!(config.refusal_retry, Duration::from_secs(10));
         assert_eq!(config.max_event_bytes, 64 * 1024);
         assert_eq!(config.write_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_connections, 110_000);
+        assert_eq!(config.max_connections_per_address, 1000);
+        assert_eq!(config.max_streams_per_address, 1000);
+        let exempt: Vec<String> = config
+            .address_limits_exempt
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            exempt,
+            [
+                "127.0.0.0/8",
+                "::1/128",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "fc00::/7"
+            ]
+        );
         assert_eq!(config.max_subscribers, 100_000);
         assert_eq!(config.max_topics, 100_000);
         assert_eq!(config.max_topics_per_subscription, 32);

@@ -101,6 +101,22 @@ pub fn list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A comma-separated list of networks (`10.0.0.0/8`, `fc00::/7`) or single
+/// addresses (`192.0.2.7`, `::1`).
+pub fn networks(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list(text)
+        .iter()
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!("{item:?} is not an address or network (write 10.0.0.0/8 or ::1)")
+                })
+        })
+        .collect()
+}
+
 /// A Redis URL: `redis://`, `rediss://` (TLS) or `redis+unix://`, with a
 /// host (or a socket path).
 pub fn redis_url(text: &str) -> Result<String, String> {

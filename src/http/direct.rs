@@ -197,8 +197,8 @@ pub async fn open(
         headers.insert(name, HeaderValue::from_static(value));
     }
     headers.extend(cors_headers.clone());
-    let stream = match opened {
-        Ok(stream) => stream,
+    let (stream, slot) = match opened {
+        Ok(opened) => opened,
         Err(err) if err.temporary_reason().is_some() && subscribe::wants_event_stream(request) => {
             subscribe::count_refusal(&err, state);
             // Not a warning each: a crowd refused at once would flood the
@@ -235,7 +235,7 @@ pub async fn open(
         response_head: reply::http1_head(StatusCode::OK, &headers).freeze(),
         head_len,
         _in_flight: connection.request_started(false),
-        _open_subscription: connection.subscription_opened(),
+        _open_subscription: connection.subscription_opened(slot),
     }))
 }
 

@@ -9,6 +9,7 @@ use hyper::Response;
 use hyper::header::{self, HeaderValue};
 use hyper::http::request::Parts;
 
+use crate::client_limits::StreamPermit;
 use crate::connection::ConnectionState;
 use crate::error::ApiError;
 use crate::http::body::ResponseBody;
@@ -35,10 +36,10 @@ pub async fn handle(
     state: &AppState,
     connection: &Arc<ConnectionState>,
 ) -> Result<HttpResponse, ApiError> {
-    let stream = open(req, path_topic, state, connection.client()).await?;
+    let (stream, slot) = open(req, path_topic, state, connection.client()).await?;
     let mut response = Response::new(ResponseBody::events(
         stream,
-        connection.subscription_opened(),
+        connection.subscription_opened(slot),
     ));
     for (name, value) in STREAM_HEADERS {
         response
@@ -48,14 +49,15 @@ pub async fn handle(
     Ok(response)
 }
 
-/// Validates a subscribe request from `client`, authorizes it, and opens
-/// its subscription; shared by the hyper path and `http::direct`.
+/// Validates a subscribe request from `client`, takes its slot under the
+/// client's address, authorizes it, and opens its subscription; shared by
+/// the hyper path and `http::direct`.
 pub async fn open(
     req: &Parts,
     path_topic: Option<&str>,
     state: &AppState,
     client: Option<IpAddr>,
-) -> Result<EventStream, ApiError> {
+) -> Result<(EventStream, StreamPermit), ApiError> {
     if state.shutdown.is_shutdown() {
         return Err(ApiError::ShuttingDown);
     }
@@ -65,6 +67,10 @@ pub async fn open(
         state.config.max_topics_per_subscription,
     )?;
     let resume_id = resume_id(req)?;
+    let slot = state
+        .client_limits
+        .open_stream(client)
+        .map_err(|full| ApiError::AddressStreamLimit { max: full.max })?;
     let access = match state.auth.subscribe(req, client, &topics).await {
         Ok(access) => access,
         Err(refused) => {
@@ -82,14 +88,15 @@ pub async fn open(
             .await
             .map_err(ApiError::from)?,
     };
-    Ok(EventStream::new(
+    let stream = EventStream::new(
         subscription,
         state.retry_frame.clone(),
         state.stream_settings,
         state.shutdown.clone(),
         Arc::clone(&state.metrics),
     )
-    .ending_at(access.ends_at))
+    .ending_at(access.ends_at);
+    Ok((stream, slot))
 }
 
 /// Counts a subscribe refused for a reason that will pass

@@ -211,6 +211,21 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A client whose connections come from `local` (any of 127.0.0.0/8 works
+/// on loopback): another client address, for the per-address limits.
+pub fn client_from(local: &str, http2: bool) -> reqwest::Client {
+    install_tls_provider();
+    let builder = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(local.parse::<std::net::IpAddr>().expect("local address"));
+    match http2 {
+        true => builder.http2_prior_knowledge(),
+        false => builder,
+    }
+    .build()
+    .expect("client")
+}
+
 pub fn h2_client() -> reqwest::Client {
     install_tls_provider();
     reqwest::Client::builder()
@@ -389,7 +404,12 @@ where
 
 /// The value of an unlabelled metric, or of `name{labels}` written out.
 pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let text = client()
+    metric_via(&client(), addr, name).await
+}
+
+/// `metric`, scraped with `client`.
+pub async fn metric_via(client: &reqwest::Client, addr: SocketAddr, name: &str) -> f64 {
+    let text = client
         .get(format!("http://{addr}/metrics"))
         .send()
         .await
