@@ -9,8 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    PATIENCE, Subscriber, TestServer, client, client_from, config, eventually, h2_client,
-    metric_via,
+    PATIENCE, Subscriber, TestServer, client, client_from, config, eventually, h2_client, metric_at,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -72,7 +71,10 @@ async fn max_connections_closes_one_more_at_accept() {
     })
     .await;
     let refused = r#"ssegate_connections_refused_total{reason="max_connections"}"#;
-    assert_eq!(metric_via(&scraper, server.addr, refused).await, 2.0);
+    assert_eq!(
+        metric_at(&scraper, &server.url("/metrics"), refused).await,
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -89,7 +91,10 @@ async fn one_address_cannot_take_every_connection() {
     );
     let scraper = client_from("127.0.0.3", false);
     let refused = r#"ssegate_connections_refused_total{reason="max_connections_per_address"}"#;
-    assert_eq!(metric_via(&scraper, server.addr, refused).await, 1.0);
+    assert_eq!(
+        metric_at(&scraper, &server.url("/metrics"), refused).await,
+        1.0
+    );
     drop(_first);
     eventually("the address's slot frees up", || async {
         answered(&server, "127.0.0.1").await
@@ -135,7 +140,10 @@ async fn one_address_cannot_take_every_stream_http2_streams_included() {
     let other = client_from("127.0.0.2", true);
     let _elsewhere = Subscriber::open_with(&other, &url, None).await;
     let refused = r#"ssegate_subscribes_refused_total{reason="max_streams_per_address"}"#;
-    assert_eq!(metric_via(&other, server.addr, refused).await, 3.0);
+    assert_eq!(
+        metric_at(&other, &server.url("/metrics"), refused).await,
+        3.0
+    );
     drop(first);
     eventually("the address's stream slot frees up", || async {
         h2.get(&url).send().await.expect("response").status() == 200

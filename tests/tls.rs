@@ -155,3 +155,101 @@ async fn a_malformed_head_over_tls_is_refused_with_a_reason() {
         "malformed request head: not valid HTTP/1.1 syntax\n"
     );
 }
+
+#[tokio::test]
+async fn the_position_block_and_temporary_refusals_hold_over_tls() {
+    let cert = Certificate::generate("contract");
+    let mut config = config();
+    config.tls_cert = Some(cert.dir.join("cert.pem"));
+    config.tls_key = Some(cert.dir.join("key.pem"));
+    config.max_subscribers = 1;
+    let server = TestServer::start(config).await;
+    let url = |path: &str| format!("https://localhost:{}{path}", server.addr.port());
+    for alpn in [&b"h2"[..], b"http/1.1"] {
+        let client = tls_client(&cert, &[alpn], server.addr);
+        let topic = format!("tls-{}", alpn.len());
+        // The position block: the stream's place, before any event.
+        let before = publish_to(&client, &url(&format!("/publish/{topic}")), "before").await;
+        let response = client
+            .get(url(&format!("/subscribe/{topic}")))
+            .send()
+            .await
+            .expect("subscribe");
+        assert_eq!(response.status(), 200);
+        let expected_version = match alpn {
+            b"h2" => reqwest::Version::HTTP_2,
+            _ => reqwest::Version::HTTP_11,
+        };
+        assert_eq!(response.version(), expected_version);
+        let mut raw = common::RawSubscriber::from_response(response);
+        let after = publish_to(&client, &url(&format!("/publish/{topic}")), "after").await;
+        let expected = format!(
+            "retry: 3000\n\nid: {}\n\nid: {}\ndata: after\n\n",
+            before.id, after.id
+        );
+        assert_eq!(String::from_utf8_lossy(raw.read_frames(3).await), expected);
+        // A temporary refusal: an EventSource is told to come back.
+        let refused = client
+            .get(url(&format!("/subscribe/{topic}")))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("refusal");
+        assert_eq!(refused.status(), 200);
+        let body = refused.text().await.expect("body");
+        assert!(body.starts_with("retry: "), "{body:?}");
+        assert!(
+            body.ends_with(": subscriber limit reached (max_subscribers); try later\n\n"),
+            "{body:?}"
+        );
+        drop(raw);
+        common::eventually("the slot is free", || async {
+            common::metric_at(&client, &url("/metrics"), "ssegate_subscribers").await == 0.0
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn header_read_timeout_bounds_a_first_head_over_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cert = Certificate::generate("drip");
+    let mut config = config();
+    config.tls_cert = Some(cert.dir.join("cert.pem"));
+    config.tls_key = Some(cert.dir.join("key.pem"));
+    config.first_request_timeout = std::time::Duration::from_secs(30);
+    config.header_read_timeout = std::time::Duration::from_millis(500);
+    let server = TestServer::start(config).await;
+    let mut stream = common::raw_tls(&cert.cert_pem, server.addr).await;
+    stream
+        .write_all(b"GET /subscribe/drip HTTP/1.1\r\n")
+        .await
+        .expect("head starts");
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let closed = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if stream.write_all(b"X-Drip: 1\r\n").await.is_err() {
+                return;
+            }
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(std::time::Duration::from_millis(1), stream.read(&mut buf))
+                    .await
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(common::PATIENCE, closed)
+        .await
+        .expect("the drip is cut");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "closed by header_read_timeout, not first_request_timeout"
+    );
+    let label = "ssegate_connection_timeouts_total{deadline=\"header_read\"}";
+    let client = tls_client(&cert, &[b"h2"], server.addr);
+    let metrics = format!("https://localhost:{}/metrics", server.addr.port());
+    assert_eq!(common::metric_at(&client, &metrics, label).await, 1.0);
+}

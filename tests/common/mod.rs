@@ -404,13 +404,13 @@ where
 
 /// The value of an unlabelled metric, or of `name{labels}` written out.
 pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    metric_via(&client(), addr, name).await
+    metric_at(&client(), &format!("http://{addr}/metrics"), name).await
 }
 
-/// `metric`, scraped with `client`.
-pub async fn metric_via(client: &reqwest::Client, addr: SocketAddr, name: &str) -> f64 {
+/// `metric`, scraped from `url` with `client` (another client address, TLS).
+pub async fn metric_at(client: &reqwest::Client, url: &str, name: &str) -> f64 {
     let text = client
-        .get(format!("http://{addr}/metrics"))
+        .get(url)
         .send()
         .await
         .expect("scrape")
