@@ -9,8 +9,14 @@ use ssegate::config::{self, Action, ConfigError, LogFormat};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-/// `EX_USAGE` from sysexits.h: the configuration is wrong.
-const EXIT_CONFIG: u8 = 64;
+/// `EX_USAGE` from sysexits.h: the command line is malformed (an unknown
+/// flag, a missing value).
+const EXIT_USAGE: u8 = 64;
+
+/// `EX_CONFIG` from sysexits.h: the configuration is wrong. The systemd
+/// unit names it in `RestartPreventExitStatus=`, so that a bad
+/// configuration does not restart in a loop.
+const EXIT_CONFIG: u8 = 78;
 
 /// Pending connections the kernel may queue (it caps this at somaxconn):
 /// after a deploy, thousands of `EventSource`s reconnect at once, and a
@@ -69,7 +75,7 @@ fn main() -> ExitCode {
         Err(ConfigError::Usage(text)) => {
             // clap's own message, with its usage line and hint.
             eprint!("{text}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(EXIT_USAGE);
         }
         Err(err) => {
             eprintln!("ssegate: {err}");

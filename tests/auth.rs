@@ -747,7 +747,7 @@ fn configuration_errors_name_the_key() {
     ];
     for (args, key) in cases {
         let (code, stderr) = refused(args);
-        assert_eq!(code, Some(64), "{args:?}: {stderr}");
+        assert_eq!(code, Some(78), "{args:?}: {stderr}");
         assert!(stderr.contains(key), "{args:?} names {key}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     }

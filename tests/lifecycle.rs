@@ -254,7 +254,7 @@ fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, Stri
 }
 
 #[test]
-fn configuration_errors_name_the_key_and_exit_64() {
+fn configuration_errors_name_the_key_and_exit_78() {
     let dir = std::env::temp_dir().join(format!("ssegate-lifecycle-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let unknown = dir.join("unknown.toml");
@@ -276,12 +276,13 @@ fn configuration_errors_name_the_key_and_exit_64() {
         ),
     ] {
         let (code, _, stderr) = run_binary(&args, &env);
-        assert_eq!(code, Some(64), "{args:?} {env:?}: {stderr}");
+        assert_eq!(code, Some(78), "{args:?} {env:?}: {stderr}");
         assert!(stderr.contains(expect), "{stderr:?} lacks {expect:?}");
         assert!(stderr.starts_with("ssegate: "), "{stderr:?}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
     }
-    // A malformed command line gets clap's message with usage, and 64 too.
+    // A malformed command line gets clap's message with usage, and 64
+    // (EX_USAGE rather than EX_CONFIG).
     let (code, _, stderr) = run_binary(&["--no-such-flag"], &[]);
     assert_eq!(code, Some(64));
     assert!(
@@ -316,6 +317,29 @@ fn an_address_in_use_is_a_clear_error() {
         stderr.contains(&format!("cannot listen on {addr}")),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_listener_off_loopback_without_a_publish_token_is_refused() {
+    let (code, _, stderr) = run_binary(&["--listen", "0.0.0.0:0"], &[]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("set publish_token") && stderr.contains("allow_anonymous_publish"),
+        "{stderr}"
+    );
+    let documented = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ssegate.toml");
+    for args in [
+        &["--listen", "0.0.0.0:0", "--publish-token", "s3cret"][..],
+        &["--listen", "0.0.0.0:0", "--allow-anonymous-publish"],
+    ] {
+        let args: Vec<&str> = ["-c", documented, "--check-config"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let (code, stdout, stderr) = run_binary(&args, &[]);
+        assert_eq!(code, Some(0), "{args:?}: {stdout} {stderr}");
+    }
 }
 
 #[test]
@@ -357,7 +381,7 @@ fn check_config_says_ok_or_names_the_bad_key() {
         std::fs::write(&path, text).expect("write");
         let (code, stdout, stderr) =
             run_binary(&["--check-config", path.to_str().expect("utf-8")], &[]);
-        assert_eq!(code, Some(64), "{text}: {stdout} {stderr}");
+        assert_eq!(code, Some(78), "{text}: {stdout} {stderr}");
         assert!(stderr.contains(expect), "{text}: {stderr}");
     }
     std::fs::remove_dir_all(&dir).ok();

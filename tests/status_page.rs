@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Subscriber, TestServer, config, publish};
+use ssegate::config::StatusPage;
 
 #[tokio::test]
 async fn the_page_is_served_and_its_feed_follows_the_gateway() {
@@ -87,15 +88,44 @@ async fn viewers_are_capped() {
 #[tokio::test]
 async fn status_page_false_turns_both_off() {
     let mut config = config();
-    config.status_page = false;
+    config.status_page = StatusPage::Off;
     let server = TestServer::start(config).await;
-    for path in ["/", "/status/events"] {
+    assert_eq!(status_page_answers(&server).await, [404, 404]);
+}
+
+/// The statuses of `/` and `/status/events`.
+async fn status_page_answers(server: &TestServer) -> [u16; 2] {
+    let mut statuses = [0; 2];
+    for (status, path) in statuses.iter_mut().zip(["/", "/status/events"]) {
         let response = common::client()
             .get(server.url(path))
             .send()
             .await
             .expect("get");
-        assert_eq!(response.status(), 404, "{path}");
+        *status = response.status().as_u16();
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn the_status_page_is_served_off_loopback_only_when_asked_for() {
+    // The page names every topic: by default (`auto`) only a loopback
+    // listener serves it.
+    for (listen, page, expected) in [
+        ("127.0.0.1:0", StatusPage::Auto, [200, 200]),
+        ("[::1]:0", StatusPage::Auto, [200, 200]),
+        ("0.0.0.0:0", StatusPage::Auto, [404, 404]),
+        ("0.0.0.0:0", StatusPage::On, [200, 200]),
+    ] {
+        let mut config = config();
+        config.listen = listen.parse().expect("listen");
+        config.status_page = page;
+        let server = TestServer::start(config).await;
+        assert_eq!(
+            status_page_answers(&server).await,
+            expected,
+            "{listen} {page:?}"
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::value::{
     address, boolean, bytes, count, duration, duration_or_zero, list, networks, optional, redis_url,
 };
-use super::{Config, LogFormat, SubscribeAuth};
+use super::{Config, LogFormat, StatusPage, SubscribeAuth};
 
 /// One configuration key.
 pub struct Key {
@@ -261,6 +261,16 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "allow_anonymous_publish",
+        value_name: "BOOL",
+        default: "false",
+        help: "Start on a listen address other than loopback with no publish_token (and no JWT publish grants), letting anyone who can reach it publish. Without it, that configuration is refused.",
+        apply: |c, v| {
+            c.allow_anonymous_publish = boolean(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "cors_allowed_origins",
         value_name: "LIST",
         default: "",
@@ -417,10 +427,16 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "status_page",
         value_name: "BOOL",
-        default: "true",
-        help: "Serve the live status page at / (topic names, subscriber counts, rates).",
+        default: "auto",
+        help: "Serve the live status page at / (topic names, subscriber counts, rates): auto serves it when listening on loopback only, since it shows every topic's name; true serves it to anyone who can reach the listener.",
         apply: |c, v| {
-            c.status_page = boolean(v)?;
+            c.status_page = match v.trim().to_ascii_lowercase().as_str() {
+                "auto" => StatusPage::Auto,
+                _ => match boolean(v)? {
+                    true => StatusPage::On,
+                    false => StatusPage::Off,
+                },
+            };
             Ok(())
         },
     },

@@ -172,17 +172,30 @@ where
     let env = ssegate_env(env)?;
     let mut config = Sources::default();
     let mut warnings = Vec::new();
-    let action = if matches.get_one::<String>("check-config").is_some() {
+    // `--check-config PATH`, or `--check-config` alone to check what
+    // `--config` (or the environment, or the default file) names.
+    let checked_file = matches
+        .get_one::<String>("check-config")
+        .filter(|path| !path.is_empty());
+    let action = if matches.contains_id("check-config") {
         Action::CheckConfig
     } else if matches.get_flag("print-config") {
         Action::PrintConfig
     } else {
         Action::Run
     };
+    if let (Some(config), Some(checked)) = (matches.get_one::<String>("config"), checked_file)
+        && config != checked
+    {
+        return Err(ConfigError::Usage(format!(
+            "error: --config {config} and --check-config {checked} name different files; \
+             give the file once (ssegate --config PATH --check-config)\n"
+        )));
+    }
 
     let named_file = matches
         .get_one::<String>("config")
-        .or_else(|| matches.get_one::<String>("check-config"))
+        .or(checked_file)
         .cloned()
         .or_else(|| {
             env.iter()
@@ -271,12 +284,14 @@ fn command() -> Command {
              Examples:\n  \
              ssegate                                   embedded defaults, 127.0.0.1:8080\n  \
              ssegate --config /etc/ssegate/ssegate.toml --listen 0.0.0.0:8080\n  \
-             ssegate --check-config /etc/ssegate/ssegate.toml\n  \
+             ssegate -c /etc/ssegate/ssegate.toml --check-config\n  \
+             ssegate --no-status-page --allow-anonymous-publish --listen 0.0.0.0:8080\n  \
              SSEGATE_LOG_FORMAT=json ssegate --print-config\n\n\
              Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads tls_cert/tls_key (ignored without TLS).",
         )
         .arg(
             Arg::new("config")
+                .short('c')
                 .long("config")
                 .value_name("PATH")
                 .help("TOML configuration file (also SSEGATE_CONFIG) [default: config/ssegate.toml if it exists, else the embedded defaults]"),
@@ -285,8 +300,10 @@ fn command() -> Command {
             Arg::new("check-config")
                 .long("check-config")
                 .value_name("PATH")
-                .conflicts_with_all(["config", "print-config"])
-                .help("Check the configuration file PATH (with the environment and the other flags, as a run would), print what is wrong naming the key, and exit: 0 when valid, 64 when not"),
+                .num_args(0..=1)
+                .default_missing_value("")
+                .conflicts_with("print-config")
+                .help("Check the configuration (the file PATH, or the one --config names; with the environment and the other flags, as a run would), print what is wrong naming the key, and exit: 0 when valid, 78 when not"),
         )
         .arg(
             Arg::new("print-config")
@@ -299,6 +316,25 @@ fn command() -> Command {
             "" => String::from("unset"),
             default => default.to_string(),
         };
+        if key.value_name == "BOOL" {
+            // A switch and its negation, as in `--status-page` and
+            // `--no-status-page`.
+            command = command
+                .arg(
+                    Arg::new(key.name)
+                        .long(key.flag_name())
+                        .action(ArgAction::SetTrue)
+                        .help(format!("{} [default: {default}]", key.help)),
+                )
+                .arg(
+                    Arg::new(negated_id(key))
+                        .long(negated_id(key))
+                        .action(ArgAction::SetTrue)
+                        .conflicts_with(key.name)
+                        .help(format!("Turn {} off", key.name)),
+                );
+            continue;
+        }
         command = command.arg(
             Arg::new(key.name)
                 .long(key.flag_name())
@@ -307,6 +343,11 @@ fn command() -> Command {
         );
     }
     command
+}
+
+/// `no-status-page`: the flag (and clap id) that turns a boolean key off.
+fn negated_id(key: &Key) -> String {
+    format!("no-{}", key.flag_name())
 }
 
 /// The `SSEGATE_*` variables, in a stable order, as UTF-8.
@@ -382,6 +423,14 @@ fn apply_file_value(
 
 fn apply_flags(config: &mut Sources, matches: &ArgMatches) -> Result<(), ConfigError> {
     for key in KEYS {
+        if key.value_name == "BOOL" {
+            if matches.get_flag(key.name) {
+                config.apply(key, "true", || format!("--{}", key.flag_name()))?;
+            } else if matches.get_flag(&negated_id(key)) {
+                config.apply(key, "false", || format!("--{}", negated_id(key)))?;
+            }
+            continue;
+        }
         if let Some(value) = matches.get_one::<String>(key.name) {
             config.apply(key, value, || format!("--{}", key.flag_name()))?;
         }
@@ -455,8 +504,7 @@ mod tests {
                 "--print-config",
                 "--listen",
                 "0.0.0.0:9000",
-                "--status-page",
-                "off",
+                "--no-status-page",
             ],
             &[
                 (
@@ -483,11 +531,97 @@ mod tests {
             std::env::temp_dir().join(format!("ssegate-printed-{}.toml", std::process::id()));
         std::fs::write(&path, &printed).expect("write");
         let path_text = path.display().to_string();
-        let reloaded = load_with(&["--config", &path_text], &[]).expect("printed TOML loads");
+        // The token is set again, as the printed file says to.
+        let reloaded = load_with(
+            &["--config", &path_text],
+            &[("SSEGATE_PUBLISH_TOKEN", "s3cret")],
+        )
+        .expect("printed TOML loads");
         std::fs::remove_file(&path).ok();
-        let mut expected = loaded.config.clone();
-        expected.publish_token = None;
-        assert_eq!(reloaded.config, expected);
+        assert_eq!(reloaded.config, loaded.config);
+    }
+
+    #[test]
+    fn boolean_keys_are_switches_with_a_negation() {
+        let on = load_with(&["--status-page"], &[]).expect("valid");
+        assert_eq!(on.config.status_page, super::super::StatusPage::On);
+        let off = load_with(&["--no-status-page"], &[]).expect("valid");
+        assert_eq!(off.config.status_page, super::super::StatusPage::Off);
+        let auto = load_with(&[], &[]).expect("valid");
+        assert_eq!(auto.config.status_page, super::super::StatusPage::Auto);
+        // The environment and the file still take true/false (and auto).
+        let env = load_with(&[], &[("SSEGATE_STATUS_PAGE", "false")]).expect("valid");
+        assert_eq!(env.config.status_page, super::super::StatusPage::Off);
+        // The flag beats the environment.
+        let both = load_with(&["--status-page"], &[("SSEGATE_STATUS_PAGE", "false")]);
+        assert_eq!(
+            both.expect("valid").config.status_page,
+            super::super::StatusPage::On
+        );
+        assert!(matches!(
+            load_with(&["--status-page", "--no-status-page"], &[]),
+            Err(ConfigError::Usage(_))
+        ));
+        assert!(matches!(
+            load_with(&["--status-page", "false"], &[]),
+            Err(ConfigError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn check_config_takes_the_file_from_config_or_its_own_value() {
+        let documented = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ssegate.toml");
+        let short = load_with(&["-c", documented, "--check-config"], &[]).expect("valid");
+        assert_eq!(short.action, Action::CheckConfig);
+        assert_eq!(
+            short.file.as_deref(),
+            Some(std::path::Path::new(documented))
+        );
+        let own = load_with(&["--check-config", documented], &[]).expect("valid");
+        assert_eq!(own.file.as_deref(), Some(std::path::Path::new(documented)));
+        let same = load_with(&["--config", documented, "--check-config", documented], &[]);
+        assert_eq!(
+            same.expect("the same file twice").action,
+            Action::CheckConfig
+        );
+        assert!(matches!(
+            load_with(
+                &["--config", documented, "--check-config", "/other.toml"],
+                &[]
+            ),
+            Err(ConfigError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn a_listener_off_loopback_needs_a_publish_credential_or_an_opt_in() {
+        let refused = load_with(&["--listen", "0.0.0.0:8080"], &[]).expect_err("refused");
+        let message = refused.to_string();
+        assert!(message.starts_with("invalid publish_token"), "{message}");
+        assert!(message.contains("allow_anonymous_publish"), "{message}");
+        assert!(load_with(&["--listen", "[::]:8080"], &[]).is_err());
+        for (args, env) in [
+            (
+                &["--listen", "0.0.0.0:8080", "--publish-token", "s3cret"][..],
+                &[][..],
+            ),
+            (
+                &["--listen", "0.0.0.0:8080"],
+                &[("SSEGATE_PUBLISH_TOKEN", "s3cret")],
+            ),
+            (
+                &["--listen", "0.0.0.0:8080", "--allow-anonymous-publish"],
+                &[],
+            ),
+            (
+                &["--listen", "0.0.0.0:8080", "--auth-jwt-algorithms", "HS256"],
+                &[],
+            ),
+            (&["--listen", "127.0.0.1:8080"], &[]),
+            (&["--listen", "[::1]:8080"], &[]),
+        ] {
+            assert!(load_with(args, env).is_ok(), "{args:?} {env:?}");
+        }
     }
 
     #[test]

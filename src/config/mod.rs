@@ -64,12 +64,24 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    pub status_page: bool,
+    pub status_page: StatusPage,
+    /// Accept a listener off loopback with nobody needing a credential to
+    /// publish (`validate` refuses that otherwise).
+    pub allow_anonymous_publish: bool,
     pub log_format: LogFormat,
     /// `[cluster]`: unset `redis_url` means a single node.
     pub cluster: ClusterConfig,
     /// `[auth]`: who may subscribe (and publish) to what.
     pub auth: AuthConfig,
+}
+
+/// Whether the status page is served (`status_page`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusPage {
+    /// On a loopback listener only: the page names every topic.
+    Auto,
+    On,
+    Off,
 }
 
 /// How subscribes are authorized (`auth.subscribe_auth`).
@@ -164,7 +176,8 @@ impl Default for Config {
             shutdown_timeout: Duration::ZERO,
             tls_cert: None,
             tls_key: None,
-            status_page: false,
+            status_page: StatusPage::Off,
+            allow_anonymous_publish: false,
             log_format: LogFormat::Text,
             cluster: ClusterConfig {
                 redis_url: None,
@@ -244,7 +257,37 @@ impl Config {
                 "give jwt_secret_file (HS*) or jwt_public_key_file (RS*, PS*, ES*, EdDSA), not both",
             ));
         }
+        if !self.publish_needs_credential()
+            && !self.listen.ip().is_loopback()
+            && !self.allow_anonymous_publish
+        {
+            return Err(invalid(
+                "publish_token",
+                &format!(
+                    "listen = {} is reachable from other machines and publishing needs no \
+                     token, so anyone there could publish: set publish_token (e.g. \
+                     SSEGATE_PUBLISH_TOKEN=$(openssl rand -hex 32)), or set \
+                     allow_anonymous_publish = true to accept that",
+                    self.listen
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether a publish must bring a credential: the static token, or a
+    /// JWT with publish grants.
+    pub fn publish_needs_credential(&self) -> bool {
+        self.publish_token.is_some() || !self.auth.jwt_algorithms.is_empty()
+    }
+
+    /// Whether the status page is served: `auto` on a loopback listener only.
+    pub fn serves_status_page(&self) -> bool {
+        match self.status_page {
+            StatusPage::Auto => self.listen.ip().is_loopback(),
+            StatusPage::On => true,
+            StatusPage::Off => false,
+        }
     }
 
     /// Settings that work but probably not as meant, for a warning line.
@@ -263,7 +306,7 @@ impl Config {
                     .to_owned(),
             );
         }
-        if auth.subscribe_auth != SubscribeAuth::None && self.status_page {
+        if auth.subscribe_auth != SubscribeAuth::None && self.serves_status_page() {
             warnings.push(
                 "status_page is on while subscribes need authorization: the page shows \
                  every topic's name and subscriber count to anyone who can reach it; \

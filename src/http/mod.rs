@@ -150,7 +150,7 @@ async fn dispatch(
     connection: &Arc<ConnectionState>,
 ) -> Result<HttpResponse, ApiError> {
     let status_page = matches!(endpoint, Endpoint::StatusPage | Endpoint::StatusEvents);
-    if status_page && !state.config.status_page {
+    if status_page && !state.config.serves_status_page() {
         return Err(ApiError::NotFound);
     }
     match (endpoint, head.method.clone()) {
