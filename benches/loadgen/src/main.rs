@@ -10,15 +10,16 @@
 //! comparison on a 2-core machine. Run it through `benches/compare.sh`.
 
 mod cluster;
-mod procstat;
 mod publish_load;
 mod publisher;
 mod report;
 mod servers;
-mod stats;
 mod subscriber;
-mod wire;
 mod workloads;
+
+// Shared with the other bench programs (`src/lib.rs`); imported at the crate
+// root so that `crate::wire` and the like read as before.
+use ssegate_bench::{procstat, stats, wire};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -111,29 +111,59 @@ pub struct SseEvent<'a> {
 /// lines are skipped; a frame of comments only (a heartbeat) is not passed
 /// on.
 pub fn drain_events(body: &mut Vec<u8>, mut on_event: impl FnMut(SseEvent<'_>)) {
+    drain_frames(body, |frame| {
+        if frame.data.is_some() || frame.retry.is_some() {
+            on_event(SseEvent {
+                id: frame.id.unwrap_or_default(),
+                data: frame.data,
+                retry: frame.retry,
+            });
+        }
+    });
+}
+
+/// Every field of one SSE frame as ssegate writes them (`name: value`, one
+/// space): a frame with only an `id:` is a position, not an event.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SseFrame<'a> {
+    pub id: Option<&'a [u8]>,
+    pub event: Option<&'a [u8]>,
+    /// The last `data:` line (the benchmarks' payloads are one line).
+    pub data: Option<&'a [u8]>,
+    pub n_data_lines: usize,
+    pub retry: Option<u64>,
+    /// Lines starting with `:` (heartbeats, a refusal's reason).
+    pub n_comments: usize,
+    /// Lines that are none of the above.
+    pub n_unknown_lines: usize,
+}
+
+/// Calls `on_frame` for every complete frame in `body` (up to a blank
+/// line), whatever it holds, and drops the bytes it consumed.
+pub fn drain_frames(body: &mut Vec<u8>, mut on_frame: impl FnMut(SseFrame<'_>)) {
     let finder = memmem::Finder::new(b"\n\n");
     let mut at = 0;
     while let Some(end) = finder.find(&body[at..]) {
-        let frame = &body[at..at + end];
-        let mut event = SseEvent {
-            id: b"",
-            data: None,
-            retry: None,
-        };
-        for line in frame.split(|&b| b == b'\n') {
+        let mut frame = SseFrame::default();
+        for line in body[at..at + end].split(|&b| b == b'\n') {
             if let Some(value) = line.strip_prefix(b"data: ") {
-                event.data = Some(value);
+                frame.data = Some(value);
+                frame.n_data_lines += 1;
             } else if let Some(value) = line.strip_prefix(b"id: ") {
-                event.id = value;
+                frame.id = Some(value);
+            } else if let Some(value) = line.strip_prefix(b"event: ") {
+                frame.event = Some(value);
             } else if let Some(value) = line.strip_prefix(b"retry: ") {
-                event.retry = std::str::from_utf8(value)
+                frame.retry = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.trim().parse().ok());
+            } else if line.starts_with(b":") {
+                frame.n_comments += 1;
+            } else if !line.is_empty() {
+                frame.n_unknown_lines += 1;
             }
         }
-        if event.data.is_some() || event.retry.is_some() {
-            on_event(event);
-        }
+        on_frame(frame);
         at += end + 2;
     }
     body.drain(..at);
@@ -189,5 +219,29 @@ mod tests {
         drain_events(&mut body, |e| seen.push((e.data.is_some(), e.retry)));
         assert_eq!(seen, vec![(false, Some(2345))]);
         assert!(body.is_empty());
+    }
+
+    #[test]
+    fn a_position_block_is_a_frame_but_not_an_event() {
+        let mut body =
+            b"retry: 3000\n\nid: e-0\n\nid: e-1\nevent: gap\ndata: x\n\n: hb\n\n".to_vec();
+        let mut frames = Vec::new();
+        drain_frames(&mut body, |f| {
+            frames.push((f.id.map(<[u8]>::to_vec), f.data.is_some(), f.n_comments))
+        });
+        let e = |id: &[u8]| Some(id.to_vec());
+        assert_eq!(
+            frames,
+            vec![
+                (None, false, 0),
+                (e(b"e-0"), false, 0),
+                (e(b"e-1"), true, 0),
+                (None, false, 1)
+            ]
+        );
+        let mut body = b"retry: 3000\n\nid: e-0\n\nid: e-1\ndata: x\n\n".to_vec();
+        let mut events = Vec::new();
+        drain_events(&mut body, |e| events.push(e.id.to_vec()));
+        assert_eq!(events, vec![b"".to_vec(), b"e-1".to_vec()]);
     }
 }
