@@ -81,6 +81,12 @@ pub enum ApiError {
     ReplayUnavailable,
     /// A stream (subscribe or status feed) asked for during shutdown.
     ShuttingDown,
+    /// `GET /topics/{topic}` for a topic this node does not hold.
+    UnknownTopic,
+    /// `limit` of `GET /topics` not a whole number in `1..=max`.
+    InvalidLimit {
+        max: usize,
+    },
     /// The client's address holds `max_streams_per_address` streams.
     AddressStreamLimit {
         max: usize,
@@ -154,7 +160,9 @@ impl ApiError {
             | ApiError::InvalidBatchLine { .. }
             | ApiError::EmptyBatch
             | ApiError::BodyUnreadable
-            | ApiError::MalformedHead => 400,
+            | ApiError::MalformedHead
+            | ApiError::InvalidLimit { .. } => 400,
+            ApiError::UnknownTopic => 404,
             ApiError::UriTooLong => 414,
             ApiError::HeadTooLarge { .. } => 431,
             ApiError::BodyTooLarge { .. }
@@ -314,6 +322,13 @@ impl fmt::Display for ApiError {
                  reconnect with the same Last-Event-ID",
             ),
             ApiError::ShuttingDown => f.write_str("shutting down; reconnect elsewhere"),
+            ApiError::UnknownTopic => f.write_str(
+                "unknown topic: no events buffered and no subscribers (a topic exists while \
+                 either lasts)",
+            ),
+            ApiError::InvalidLimit { max } => {
+                write!(f, "limit must be a whole number from 1 to {max}")
+            }
             ApiError::AddressStreamLimit { max } => write!(
                 f,
                 "too many streams from this address (max_streams_per_address {max}); try later"

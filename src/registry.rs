@@ -24,7 +24,7 @@ use crate::sse::encode::{FrameTemplate, event_template};
 use crate::subscription::{Registered, Replay, Resume, Start, Subscribed, Subscription};
 use crate::topic::budget::BufferPolicy;
 use crate::topic::name::{TopicName, TopicStr};
-use crate::topic::{AppendError, Frames, Numbered, Retired, Topic, TopicSettings};
+use crate::topic::{AppendError, Frames, Numbered, Retired, Topic, TopicSettings, TopicSummary};
 
 /// The registry's share of the configuration.
 #[derive(Debug, Clone)]
@@ -596,6 +596,42 @@ impl Registry {
                 n_subscribers,
                 n_buffered,
             })
+            .collect()
+    }
+
+    /// The topic named `name`, if it is held (`GET /topics/{topic}`).
+    pub fn topic_summary(&self, name: &str) -> Option<(TopicName, TopicSummary)> {
+        let topic = self.topics.get(name).map(|topic| Arc::clone(&topic))?;
+        Some((topic.name().clone(), topic.summary()))
+    }
+
+    /// Up to `limit` topics whose names start with `prefix` and sort after
+    /// `after`, in name order (`GET /topics`). Walks every topic, but copies
+    /// and locks only the ones it returns.
+    pub fn topic_summaries(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(TopicName, TopicSummary)> {
+        let mut chosen: Vec<Arc<Topic>> = self
+            .topics
+            .iter()
+            .filter(|entry| {
+                let name = entry.key().as_str();
+                name.starts_with(prefix) && after.is_none_or(|after| name > after)
+            })
+            .map(|entry| Arc::clone(entry.value()))
+            .collect();
+        let by_name = |a: &Arc<Topic>, b: &Arc<Topic>| a.name().as_str().cmp(b.name().as_str());
+        if chosen.len() > limit && limit > 0 {
+            chosen.select_nth_unstable_by(limit - 1, by_name);
+        }
+        chosen.truncate(limit);
+        chosen.sort_unstable_by(by_name);
+        chosen
+            .into_iter()
+            .map(|topic| (topic.name().clone(), topic.summary()))
             .collect()
     }
 

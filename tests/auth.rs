@@ -849,3 +849,51 @@ async fn no_credential_reaches_a_log_line_even_at_trace() {
         assert!(!log.contains(secret), "the {what} appears in the log");
     }
 }
+
+#[tokio::test]
+async fn the_topic_api_shows_a_jwt_only_the_topics_it_may_publish_to() {
+    let server = TestServer::start(jwt_config()).await;
+    for topic in ["orders/1", "orders/2", "users/1"] {
+        publish(&server, topic, "x").await;
+    }
+    let granted = hs256(&claims(&[], &["orders/**"]));
+    let get = |path: &str| {
+        client()
+            .get(server.url(path))
+            .header("authorization", format!("Bearer {granted}"))
+            .send()
+    };
+    let page: Value = serde_json::from_str(
+        &get("/topics")
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("JSON");
+    let names: Vec<&str> = page["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .map(|topic| topic["topic"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["orders/1", "orders/2"]);
+    let one = get("/topics/orders/2").await.expect("one");
+    assert_eq!(one.status(), 200);
+    let other = get("/topics/users/1").await.expect("other");
+    assert_eq!(other.status(), 403);
+    assert_eq!(other.headers()["www-authenticate"], SCOPE);
+    // A page asked for one topic at a time still skips what is not granted.
+    let page: Value = serde_json::from_str(
+        &get("/topics?limit=1&after=orders/2")
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("JSON");
+    assert_eq!(page["topics"].as_array().expect("topics").len(), 0);
+    assert_eq!(page["next_after"], Value::Null);
+}

@@ -540,3 +540,35 @@ async fn a_streams_position_is_a_cluster_id_any_node_resumes_from() {
     assert_eq!(seen.events, vec![(two, "two".to_owned())]);
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
 }
+
+#[tokio::test]
+async fn the_topic_api_counts_subscribers_on_every_node_and_gives_cluster_ids() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis.url(), &["--heartbeat-interval", "1s"]);
+    let b = node(&redis.url(), &["--heartbeat-interval", "1s"]);
+    let _on_a = subscribe(&a, "/subscribe/api/t", None).await;
+    let _on_b1 = subscribe(&b, "/subscribe/api/t", None).await;
+    let _on_b2 = subscribe(&b, "/subscribe/api/t", None).await;
+    let first = publish_ok(&a, "api/t", "one").await;
+    let last = publish_ok(&b, "api/t", "two").await;
+    for node in [&a, &b] {
+        let url = node.url("/topics/api/t");
+        eventually("every node's streams and both events show", || {
+            let url = url.clone();
+            let (first, last) = (first.clone(), last.clone());
+            async move {
+                let response = common::client().get(url).send().await.expect("topic");
+                if response.status() != 200 {
+                    return false;
+                }
+                let topic: serde_json::Value =
+                    serde_json::from_str(&response.text().await.expect("body")).expect("JSON");
+                topic["subscribers"] == 3
+                    && topic["last_event_id"] == last.as_str()
+                    && topic["oldest_buffered_id"] == first.as_str()
+                    && topic["buffered_events"] == 2
+            }
+        })
+        .await;
+    }
+}

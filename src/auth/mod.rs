@@ -41,6 +41,23 @@ use pattern::Patterns;
 
 pub use credentials::bearer_token;
 
+/// The topics a publisher's credential covers (`Authorizer::publish_scope`).
+#[derive(Debug, Clone)]
+pub enum PublishScope {
+    All,
+    /// A JWT's publish grants.
+    Granted(Arc<Patterns>),
+}
+
+impl PublishScope {
+    pub fn allows(&self, topic: &str) -> bool {
+        match self {
+            PublishScope::All => true,
+            PublishScope::Granted(patterns) => patterns.allows(topic),
+        }
+    }
+}
+
 /// Why a request was refused; each maps to one status and one
 /// `WWW-Authenticate` value (RFC 6750).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,8 +333,18 @@ impl Authorizer {
     /// configured, the `Authorization` header must carry the static token
     /// or a JWT whose publish grants cover the topic.
     pub fn publish(&self, headers: &HeaderMap, topic: &str) -> Result<(), AuthError> {
+        match self.publish_scope(headers)?.allows(topic) {
+            true => Ok(()),
+            false => Err(AuthError::InsufficientScope),
+        }
+    }
+
+    /// The topics the request's credential may publish to, which are also
+    /// the ones the topic API shows it: every topic for the static token
+    /// (or where publishing needs none), a JWT's publish grants otherwise.
+    pub fn publish_scope(&self, headers: &HeaderMap) -> Result<PublishScope, AuthError> {
         if self.publish_token.is_none() && self.jwt.is_none() {
-            return Ok(());
+            return Ok(PublishScope::All);
         }
         let mut values = headers.get_all(hyper::header::AUTHORIZATION).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
@@ -327,17 +354,14 @@ impl Authorizer {
         if let Some(expected) = &self.publish_token
             && bool::from(token.ct_eq(expected))
         {
-            return Ok(());
+            return Ok(PublishScope::All);
         }
         let jwt = self.jwt.as_ref().ok_or(AuthError::PublishUnauthorized)?;
         let token = std::str::from_utf8(token).map_err(|_| AuthError::PublishUnauthorized)?;
         let verified = jwt
             .verify(token)
             .map_err(|_| AuthError::PublishUnauthorized)?;
-        match verified.publish.allows(topic) {
-            true => Ok(()),
-            false => Err(AuthError::InsufficientScope),
-        }
+        Ok(PublishScope::Granted(verified.publish))
     }
 }
 

@@ -357,6 +357,37 @@ impl Cluster {
             .await
     }
 
+    /// The wire id of this node's sequence number `seq`, or `None` for one
+    /// from before the current epoch (a topic API reader is then told
+    /// nothing rather than an id no node would resume from).
+    pub fn wire_id(&self, seq: u64) -> Option<String> {
+        let map = self.ids.borrow();
+        let id = map.stream_id(seq).filter(|id| *id >= map.base)?;
+        Some(map.format(id))
+    }
+
+    /// The streams open on each of `topics` across the cluster: the sums
+    /// the nodes' reports keep in Redis, up to a report period (1 s) old.
+    /// `None` when Redis does not answer within `replay_timeout`.
+    pub async fn subscriber_sums(&self, topics: &[&str]) -> Option<Vec<usize>> {
+        if topics.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut command = redis::cmd("HMGET");
+        command.arg(&self.keys.counts).arg(topics);
+        let mut conn = self.conn.clone();
+        let read = command.query_async::<Vec<Option<i64>>>(&mut conn);
+        let sums = tokio::time::timeout(self.settings.replay_timeout, read)
+            .await
+            .ok()?
+            .ok()?;
+        Some(
+            sums.into_iter()
+                .map(|sum| usize::try_from(sum.unwrap_or(0)).unwrap_or(0))
+                .collect(),
+        )
+    }
+
     /// At shutdown: this node's streams no longer count (best effort): its
     /// presence expires now, and the next report of another node takes its
     /// counts out of the sums.

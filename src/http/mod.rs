@@ -24,6 +24,7 @@ mod ops;
 mod publish;
 pub(crate) mod query;
 pub mod reply;
+mod topics;
 pub(crate) mod subscribe;
 
 use std::sync::Arc;
@@ -48,6 +49,8 @@ enum Endpoint<'a> {
     Subscribe(Option<&'a str>),
     StatusPage,
     StatusEvents,
+    /// The topic API: `/topics` (a page) or `/topics/{topic}`.
+    Topics(Option<&'a str>),
 }
 
 impl<'a> Endpoint<'a> {
@@ -65,17 +68,21 @@ impl<'a> Endpoint<'a> {
             "/status/events" => Some(Endpoint::StatusEvents),
             "/publish" => Some(Endpoint::Publish(None)),
             "/subscribe" => Some(Endpoint::Subscribe(None)),
+            "/topics" => Some(Endpoint::Topics(None)),
             _ => topic_after("/publish/")
                 .map(Endpoint::Publish)
-                .or_else(|| topic_after("/subscribe/").map(Endpoint::Subscribe)),
+                .or_else(|| topic_after("/subscribe/").map(Endpoint::Subscribe))
+                .or_else(|| topic_after("/topics/").map(Endpoint::Topics)),
         }
     }
 
     fn allow(self) -> &'static str {
         match self {
-            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::StatusPage => {
-                "GET, HEAD"
-            }
+            Endpoint::Healthz
+            | Endpoint::Readyz
+            | Endpoint::Metrics
+            | Endpoint::StatusPage
+            | Endpoint::Topics(_) => "GET, HEAD",
             Endpoint::StatusEvents => "GET",
             Endpoint::Publish(_) => "POST, OPTIONS",
             Endpoint::Subscribe(_) => "GET, OPTIONS",
@@ -165,6 +172,10 @@ async fn dispatch(
                 usage: "/publish/<topic>",
             }),
         },
+        (Endpoint::Topics(None), Method::GET | Method::HEAD) => topics::page(head, state).await,
+        (Endpoint::Topics(Some(topic)), Method::GET | Method::HEAD) => {
+            topics::one(head, topic, state).await
+        }
         (Endpoint::Subscribe(topic), Method::GET) => {
             subscribe::handle(head, topic, state, connection).await
         }
@@ -195,5 +206,11 @@ mod tests {
         assert_eq!(Endpoint::of("/"), Some(Endpoint::StatusPage));
         assert_eq!(Endpoint::of("/status"), None);
         assert_eq!(Endpoint::of("/metrics/"), None);
+        assert_eq!(Endpoint::of("/topics"), Some(Endpoint::Topics(None)));
+        assert_eq!(
+            Endpoint::of("/topics/orders/42"),
+            Some(Endpoint::Topics(Some("orders/42")))
+        );
+        assert_eq!(Endpoint::of("/topicsx"), None);
     }
 }

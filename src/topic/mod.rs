@@ -442,6 +442,20 @@ impl Topic {
         (state.ring.len(), state.ring.n_bytes())
     }
 
+    /// What the topic API reports, read in one go under the lock.
+    pub fn summary(&self) -> TopicSummary {
+        let state = self.lock();
+        let ends = state.ring.ends();
+        TopicSummary {
+            n_subscribers: state.waiters.len(),
+            n_buffered: state.ring.len(),
+            n_bytes: state.ring.n_bytes(),
+            newest_seq: Some(self.last_seq()).filter(|seq| *seq > 0),
+            oldest_buffered_seq: ends.map(|(oldest, _)| oldest.seq),
+            newest_published_at: ends.map(|(_, newest)| newest.published_at),
+        }
+    }
+
     /// Subscriber streams registered on the topic, and its buffered events.
     pub fn occupancy(&self) -> (usize, usize) {
         let state = self.lock();
@@ -454,6 +468,21 @@ impl Topic {
             buffer.release(state.ring.expire(cutoff));
         }
     }
+}
+
+/// One topic as the topic API (`GET /topics`) shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSummary {
+    /// Streams on this node.
+    pub n_subscribers: usize,
+    pub n_buffered: usize,
+    pub n_bytes: usize,
+    /// The newest event's sequence number, buffered or not (`None` before
+    /// the first).
+    pub newest_seq: Option<u64>,
+    pub oldest_buffered_seq: Option<u64>,
+    /// When the newest buffered event was published.
+    pub newest_published_at: Option<Instant>,
 }
 
 impl Drop for Topic {

@@ -129,6 +129,11 @@ impl Ring {
         self.floor
     }
 
+    /// The oldest and newest stored events.
+    pub fn ends(&self) -> Option<(&StoredEvent, &StoredEvent)> {
+        Some((self.events.front()?, self.events.back()?))
+    }
+
     /// The sequence number of the newest stored event.
     pub fn last_seq(&self) -> Option<u64> {
         self.events.back().map(|event| event.seq)
