@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::auth::DeniedReason;
@@ -106,6 +106,52 @@ struct ClusterMetrics {
     publish_errors: IntCounterVec,
 }
 
+/// The status codes whose response counters are resolved once per route.
+const KNOWN_CODES: [&str; 11] = [
+    "200", "204", "400", "401", "403", "404", "405", "408", "413", "431", "503",
+];
+
+/// What a response answered (`ssegate_http_responses_total{route}`,
+/// `ssegate_http_request_duration_seconds{route}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Publish,
+    Subscribe,
+    Topics,
+    /// `/metrics`.
+    Metrics,
+    /// `/healthz`, `/readyz`.
+    Health,
+    /// The status page and its feed.
+    Status,
+    /// Anything else (404s, hyper's refusals of bad heads).
+    Other,
+}
+
+impl Route {
+    pub const ALL: [Route; 7] = [
+        Route::Publish,
+        Route::Subscribe,
+        Route::Topics,
+        Route::Metrics,
+        Route::Health,
+        Route::Status,
+        Route::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Publish => "publish",
+            Route::Subscribe => "subscribe",
+            Route::Topics => "topics",
+            Route::Metrics => "metrics",
+            Route::Health => "health",
+            Route::Status => "status",
+            Route::Other => "other",
+        }
+    }
+}
+
 /// Current gauges and counters, for the status page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -132,16 +178,17 @@ pub struct Metrics {
     subscriptions: IntCounter,
     gaps: IntCounter,
     heartbeats: IntCounter,
-    subscribers_dropped: IntCounter,
+    /// `ssegate_subscribers_dropped_total{reason}`, each reason resolved.
     dropped_lagged: IntCounter,
     dropped_write_timeout: IntCounter,
     timeouts: IntCounterVec,
     responses: IntCounterVec,
     max_subscribers: IntGauge,
     max_topics: IntGauge,
-    /// `responses` for the codes the gateway sends, resolved once: a label
-    /// lookup hashes on every response.
-    responses_by_code: Vec<(&'static str, IntCounter)>,
+    /// `responses` for each route and the codes the gateway sends,
+    /// resolved on first use: a label lookup hashes on every response.
+    responses_by_route: [[OnceLock<IntCounter>; KNOWN_CODES.len()]; Route::ALL.len()],
+    request_duration: Vec<Histogram>,
     publish_duration: Histogram,
     auth_denied: IntCounterVec,
     subscribes_refused: IntCounterVec,
@@ -163,10 +210,47 @@ impl Metrics {
             )
         };
         let dropped_by_reason = counter_vec(
-            "ssegate_subscribers_dropped_by_reason_total",
-            "Slow subscribers disconnected by the server, by reason.",
+            "ssegate_subscribers_dropped_total",
+            "Slow subscribers disconnected by the server, by reason: lagged (behind the buffer) or write_timeout (their socket took nothing).",
             "reason",
         );
+        let responses = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "ssegate_http_responses_total",
+                    "HTTP responses sent, by route and status code.",
+                ),
+                &["route", "code"],
+            ),
+        );
+        let request_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ssegate_http_request_duration_seconds",
+                    "From a request's head to its response's head, by route (a stream's time to open, not its life).",
+                )
+                .buckets(vec![
+                    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1,
+                    0.25, 1.0, 2.5, 10.0,
+                ]),
+                &["route"],
+            ),
+        );
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "ssegate_build_info",
+                    "Always 1; the version label says which ssegate is running.",
+                ),
+                &["version"],
+            ),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let publish_buckets = vec![
             5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1,
             1.0,
@@ -206,10 +290,6 @@ impl Metrics {
                 "gap events sent because a resume id could not be honoured exactly.",
             ),
             heartbeats: counter("ssegate_heartbeats_total", "Heartbeat comments sent."),
-            subscribers_dropped: counter(
-                "ssegate_subscribers_dropped_total",
-                "Slow subscribers disconnected by the server.",
-            ),
             dropped_lagged: dropped_by_reason.with_label_values(&["lagged"]),
             dropped_write_timeout: dropped_by_reason.with_label_values(&["write_timeout"]),
             timeouts: counter_vec(
@@ -217,11 +297,7 @@ impl Metrics {
                 "Connections closed by a deadline, by deadline.",
                 "deadline",
             ),
-            responses: counter_vec(
-                "ssegate_http_responses_total",
-                "HTTP responses sent, by status code.",
-                "code",
-            ),
+            responses,
             publish_duration: register(
                 &registry,
                 Histogram::with_opts(
@@ -240,7 +316,11 @@ impl Metrics {
                 "ssegate_max_topics",
                 "The max_topics limit, for alerts on how close ssegate_topics is.",
             ),
-            responses_by_code: Vec::new(),
+            responses_by_route: Default::default(),
+            request_duration: Route::ALL
+                .iter()
+                .map(|route| request_duration.with_label_values(&[route.label()]))
+                .collect(),
             auth_denied: counter_vec(
                 "ssegate_auth_denied_total",
                 "Subscribes and publishes refused by authorization, by reason.",
@@ -272,13 +352,14 @@ impl Metrics {
             cluster: OnceLock::new(),
             registry,
         };
-        let mut metrics = metrics;
-        metrics.responses_by_code = [
-            "200", "204", "400", "401", "403", "404", "405", "408", "413", "500", "503",
-        ]
-        .into_iter()
-        .map(|code| (code, metrics.responses.with_label_values(&[code])))
-        .collect();
+        for reason in ["lagged", "write_timeout"] {
+            dropped_by_reason.with_label_values(&[reason]);
+        }
+        // Each route's 200s show from the start (other codes when they
+        // first happen), so the family is never missing from a scrape.
+        for route in Route::ALL {
+            metrics.response_counter(route, 0);
+        }
         // Every deadline and reason shows from the start, at 0, so that
         // alerts and dashboards see the series before the first one.
         for deadline in ["first_request", "header_read", "keep_alive", "write"] {
@@ -400,7 +481,6 @@ impl Metrics {
 
     pub fn subscribers_dropped(&self, reason: DropReason, n: usize) {
         let n = n as u64;
-        self.subscribers_dropped.inc_by(n);
         match reason {
             DropReason::Lagged => self.dropped_lagged.inc_by(n),
             DropReason::WriteTimeout => self.dropped_write_timeout.inc_by(n),
@@ -417,16 +497,31 @@ impl Metrics {
         self.timeouts.with_label_values(&[label]).inc();
     }
 
-    /// Counts a response by its three-digit status code.
-    pub fn response_sent(&self, code: &str) {
-        match self
-            .responses_by_code
-            .iter()
-            .find(|(known, _)| *known == code)
-        {
-            Some((_, counter)) => counter.inc(),
-            None => self.responses.with_label_values(&[code]).inc(),
+    /// Counts a response by its route and three-digit status code, and the
+    /// time from its request's head (`started`) to now.
+    pub fn response_sent(&self, route: Route, code: &str, started: std::time::Instant) {
+        self.response_counted(route, code);
+        self.request_duration[route as usize].observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts a response whose request was never timed (hyper refused its
+    /// head).
+    pub fn response_counted(&self, route: Route, code: &str) {
+        match KNOWN_CODES.iter().position(|known| *known == code) {
+            Some(i) => self.response_counter(route, i).inc(),
+            None => self
+                .responses
+                .with_label_values(&[route.label(), code])
+                .inc(),
         }
+    }
+
+    /// The counter of `route` and `KNOWN_CODES[code]`, made on first use.
+    fn response_counter(&self, route: Route, code: usize) -> &IntCounter {
+        self.responses_by_route[route as usize][code].get_or_init(|| {
+            self.responses
+                .with_label_values(&[route.label(), KNOWN_CODES[code]])
+        })
     }
 
     /// Registers the cluster metrics, every labelled series at 0 so that
@@ -552,7 +647,7 @@ impl Metrics {
             connections: self.connections.get(),
             published: self.events_published.get(),
             delivered: self.events_delivered.get(),
-            dropped: self.subscribers_dropped.get(),
+            dropped: self.dropped_lagged.get() + self.dropped_write_timeout.get(),
         }
     }
 
@@ -618,6 +713,30 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_metric() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Metrics\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("a Metrics section");
+        let metrics = Metrics::new();
+        metrics.cluster_started();
+        let text = metrics.render((0, 0));
+        for name in text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|line| line.split(' ').next())
+            .filter(|name| name.starts_with("ssegate_"))
+        {
+            assert!(
+                section.contains(&format!("`{name}`")) || section.contains(&format!("`{name}{{")),
+                "README's Metrics section lacks {name}"
+            );
+        }
+    }
+
+    #[test]
     fn every_contract_metric_is_exposed() {
         let metrics = Metrics::new();
         metrics.event_published(Duration::from_micros(20));
@@ -628,7 +747,9 @@ mod tests {
             "ssegate_events_published_total 1",
             "ssegate_events_delivered_total ",
             "ssegate_events_replayed_total ",
-            "ssegate_subscribers_dropped_total ",
+            "ssegate_subscribers_dropped_total{reason=\"lagged\"} 0",
+            "ssegate_subscribers_dropped_total{reason=\"write_timeout\"} 0",
+            "ssegate_build_info{version=",
             "ssegate_publish_duration_seconds_bucket",
         ] {
             assert!(text.contains(name), "missing {name:?} in\n{text}");

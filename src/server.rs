@@ -404,12 +404,13 @@ async fn serve_connection<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let max_head_bytes = state.config.connection_buffer_bytes;
+    let metrics = Arc::clone(&state.metrics);
     let service = service_fn(move |req| {
         let state = state.clone();
         let connection = Arc::clone(&connection);
         async move { http::handle(req, state, connection).await }
     });
-    let io = HeadRefusals::new(io, max_head_bytes);
+    let io = HeadRefusals::new(io, max_head_bytes, metrics);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(err) = watcher.watch(conn).await {
         tracing::debug!(cause = %err, "connection ended with an error");

@@ -319,7 +319,7 @@ async fn an_http2_stream_whose_window_stays_closed_is_dropped_at_write_timeout()
         ended.is_ok(),
         "a stream stalled by flow control is held open"
     );
-    let label = "ssegate_subscribers_dropped_by_reason_total{reason=\"write_timeout\"}";
+    let label = "ssegate_subscribers_dropped_total{reason=\"write_timeout\"}";
     assert_eq!(metric(server.addr, label).await, 1.0);
     assert_eq!(metric(server.addr, "ssegate_subscribers").await, 1.0);
     publish(&server, "stalled", "after").await;

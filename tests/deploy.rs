@@ -642,6 +642,12 @@ async fn every_metric_in_the_rules_and_the_dashboard_exists() {
         missing.is_empty(),
         "referenced but not in /metrics: {missing:?}"
     );
+    // And the other way round: an operator finds every metric on a panel.
+    let unshown: Vec<&String> = exposed
+        .iter()
+        .filter(|name| name.starts_with("ssegate_") && !dashboard_names.contains(*name))
+        .collect();
+    assert!(unshown.is_empty(), "no panel shows {unshown:?}");
     assert!(
         !exposed
             .iter()

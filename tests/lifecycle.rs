@@ -196,6 +196,10 @@ async fn health_readiness_and_metrics() {
         ("ssegate_events_replayed_total", "counter"),
         ("ssegate_subscribers_dropped_total", "counter"),
         ("ssegate_publish_duration_seconds", "histogram"),
+        ("ssegate_build_info", "gauge"),
+        ("ssegate_http_responses_total", "counter"),
+        ("ssegate_http_request_duration_seconds", "histogram"),
+        ("ssegate_connections_refused_total", "counter"),
         ("process_resident_memory_bytes", "gauge"),
     ] {
         assert!(
@@ -203,6 +207,40 @@ async fn health_readiness_and_metrics() {
             "{name} {kind} missing"
         );
     }
+}
+
+#[tokio::test]
+async fn responses_are_counted_and_timed_by_route() {
+    let server = ServerProcess::start(&[]);
+    let http = client();
+    let _stream = Subscriber::open_with(&http, &server.url("/subscribe/routes"), None).await;
+    publish_to(&http, &server.url("/publish/routes"), "x").await;
+    let missing = http.get(server.url("/nowhere")).send().await.expect("404");
+    assert_eq!(missing.status(), 404);
+    let text = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing"))
+    };
+    for (route, code) in [("subscribe", "200"), ("publish", "200"), ("other", "404")] {
+        let series = format!("ssegate_http_responses_total{{code=\"{code}\",route=\"{route}\"}}");
+        assert_eq!(value(&series), 1.0, "{series}");
+        let timed = format!("ssegate_http_request_duration_seconds_count{{route=\"{route}\"}}");
+        assert_eq!(value(&timed), 1.0, "{timed}");
+    }
+    let version = format!(
+        "ssegate_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(value(&version), 1.0);
 }
 
 #[tokio::test]

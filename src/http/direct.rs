@@ -43,6 +43,7 @@ use crate::connection::{ConnectionState, InFlight, OpenSubscription};
 use crate::error::ApiError;
 use crate::http::{Endpoint, cors, reply, subscribe};
 use crate::io::DeadlineIo;
+use crate::metrics::Route;
 use crate::sink::{Claim, Handover, SharedSocket, Sink};
 use crate::sse::stream::EventStream;
 use crate::state::AppState;
@@ -184,6 +185,7 @@ pub async fn open(
     state: &AppState,
     connection: &Arc<ConnectionState>,
 ) -> Option<Answer> {
+    let started = std::time::Instant::now();
     let Some(Endpoint::Subscribe(path_topic)) = Endpoint::of(request.uri.path()) else {
         return None;
     };
@@ -204,7 +206,9 @@ pub async fn open(
             // Not a warning each: a crowd refused at once would flood the
             // log exactly when it matters.
             tracing::debug!(status = 200, reason = %err, "subscribe refused for now");
-            state.metrics.response_sent("200");
+            state
+                .metrics
+                .response_sent(Route::Subscribe, "200", started);
             let mut response = reply::http1_head(StatusCode::OK, &headers);
             response.extend_from_slice(&reply::refusal_body(&err, state.config.refusal_retry));
             return Some(Answer::Refused(Box::new(Refusal {
@@ -220,7 +224,9 @@ pub async fn open(
         Err(err) if matches!(err, ApiError::Auth(_)) || state.auth.checks_subscribes() => {
             subscribe::count_refusal(&err, state);
             tracing::debug!(status = err.status(), reason = %err, "request refused");
-            state.metrics.response_sent(&err.status().to_string());
+            state
+                .metrics
+                .response_sent(Route::Subscribe, &err.status().to_string(), started);
             return Some(Answer::Refused(Box::new(Refusal {
                 response: reply::error_bytes(&err, &cors_headers),
                 head_len,
@@ -229,7 +235,9 @@ pub async fn open(
         }
         Err(_) => return None,
     };
-    state.metrics.response_sent("200");
+    state
+        .metrics
+        .response_sent(Route::Subscribe, "200", started);
     Some(Answer::Stream(Opened {
         stream,
         response_head: reply::http1_head(StatusCode::OK, &headers).freeze(),

@@ -16,6 +16,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -24,9 +25,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::ApiError;
 use crate::http::reply;
+use crate::metrics::{Metrics, Route};
 
 pub struct HeadRefusals<T> {
     inner: T,
+    metrics: Arc<Metrics>,
     /// `connection_buffer_bytes`, for the 431's reason.
     max_head_bytes: usize,
     /// The replacement being written, while hyper waits on its own answer.
@@ -36,9 +39,10 @@ pub struct HeadRefusals<T> {
 }
 
 impl<T> HeadRefusals<T> {
-    pub fn new(inner: T, max_head_bytes: usize) -> HeadRefusals<T> {
+    pub fn new(inner: T, max_head_bytes: usize, metrics: Arc<Metrics>) -> HeadRefusals<T> {
         HeadRefusals {
             inner,
+            metrics,
             max_head_bytes,
             replacing: None,
             mid_buffer: false,
@@ -75,6 +79,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadRefusals<T> {
             && let Some(err) = this.refusal_in(buf)
         {
             tracing::debug!(status = err.status(), reason = %err, "request head refused");
+            this.metrics
+                .response_counted(Route::Other, &err.status().to_string());
             this.replacing = Some(reply::error_bytes(&err, &HeaderMap::new()));
         }
         let Some(replacement) = &mut this.replacing else {
@@ -118,7 +124,7 @@ mod tests {
     use super::*;
 
     fn refusal(written: &[u8]) -> Option<u16> {
-        HeadRefusals::new((), 65536)
+        HeadRefusals::new((), 65536, Arc::new(Metrics::new()))
             .refusal_in(written)
             .map(|err| err.status())
     }

@@ -35,6 +35,7 @@ use hyper::{Method, Request, Version};
 
 use crate::connection::ConnectionState;
 use crate::error::{ApiError, Fault};
+use crate::metrics::Route;
 use crate::state::AppState;
 use reply::HttpResponse;
 
@@ -89,6 +90,17 @@ impl<'a> Endpoint<'a> {
         }
     }
 
+    fn route(self) -> Route {
+        match self {
+            Endpoint::Healthz | Endpoint::Readyz => Route::Health,
+            Endpoint::Metrics => Route::Metrics,
+            Endpoint::Publish(_) => Route::Publish,
+            Endpoint::Subscribe(_) => Route::Subscribe,
+            Endpoint::StatusPage | Endpoint::StatusEvents => Route::Status,
+            Endpoint::Topics(_) => Route::Topics,
+        }
+    }
+
     fn has_cors(self) -> bool {
         matches!(self, Endpoint::Publish(_) | Endpoint::Subscribe(_))
     }
@@ -100,6 +112,7 @@ pub async fn handle(
     state: AppState,
     connection: Arc<ConnectionState>,
 ) -> Result<HttpResponse, std::convert::Infallible> {
+    let started = std::time::Instant::now();
     let is_http2 = req.version() == Version::HTTP_2;
     let in_flight = connection.request_started(is_http2);
     let (head, body) = req.into_parts();
@@ -141,7 +154,10 @@ pub async fn handle(
     if let Some(allow_origin) = &allow_origin {
         cors::decorate(response.headers_mut(), allow_origin);
     }
-    state.metrics.response_sent(response.status().as_str());
+    let route = endpoint.map_or(Route::Other, Endpoint::route);
+    state
+        .metrics
+        .response_sent(route, response.status().as_str(), started);
     response.body_mut().hold(in_flight);
     if is_http2 {
         response.body_mut().watch_flow(connection.watch_stream());

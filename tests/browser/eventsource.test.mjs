@@ -112,7 +112,10 @@ test('a slow subscriber dropped by the gateway reconnects and is told about the 
     const deadline = Date.now() + PATIENCE_MS;
     while (dropped === 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 50));
-      dropped = await metric(gateway.base, 'ssegate_subscribers_dropped_total');
+      dropped = 0;
+      for (const reason of ['lagged', 'write_timeout']) {
+        dropped += await metric(gateway.base, `ssegate_subscribers_dropped_total{reason="${reason}"}`);
+      }
     }
     assert.ok(dropped >= 1, 'the stalled browser was never dropped');
 
