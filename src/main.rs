@@ -155,30 +155,11 @@ fn main() -> ExitCode {
 /// limit, since container runtimes often start processes at a soft 1024
 /// with a far higher hard limit (systemd's `LimitNOFILE=` sets both).
 fn raise_fd_limit() {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit read and write a local struct.
-        #[allow(unsafe_code)]
-        let raised = unsafe {
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
-                && (limit.rlim_cur >= limit.rlim_max || {
-                    let wanted = libc::rlimit {
-                        rlim_cur: limit.rlim_max,
-                        rlim_max: limit.rlim_max,
-                    };
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
-                })
-        };
-        match raised {
-            true => tracing::info!(open_files = limit.rlim_max, "file descriptor limit"),
-            false => tracing::warn!(
-                open_files = limit.rlim_cur,
-                "cannot raise the file descriptor limit; it caps subscribers"
-            ),
-        }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(open_files) => tracing::info!(open_files, "file descriptor limit"),
+        Err(err) => tracing::warn!(
+            cause = %err,
+            "cannot raise the file descriptor limit; it caps subscribers"
+        ),
     }
 }
