@@ -61,7 +61,7 @@ pub async fn run(
     let state = app_state(config, shutdown.clone()).await?;
     let local_addr = listener.local_addr()?;
     // Before the start line: from then on a SIGHUP must not end the process.
-    let reloader = tls::spawn_reloader(tls.clone());
+    let reloader = tls::spawn_reloader(tls.clone(), state.config.tls_watch_interval);
     log_start(&state.config, local_addr);
 
     let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));

@@ -2,13 +2,18 @@
 //! `http/1.1` so browsers get HTTP/2 and everything else still works.
 //!
 //! The certificate sits behind a resolver that `reload` swaps, so a renewed
-//! certificate is picked up on SIGHUP by every new handshake while the
-//! connections already open (and their streams) carry on untouched.
+//! certificate is picked up by every new handshake while the connections
+//! already open (and their streams) carry on untouched: on SIGHUP, and
+//! when the files change (`tls_watch_interval`), since cert-manager and
+//! certbot rotate them without a signal. A change is seen by reading both
+//! files and comparing a digest of their bytes: a Kubernetes secret volume
+//! swaps a symlink, which modification times follow less reliably.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use pki_types::pem::PemObject;
 use pki_types::{CertificateDer, PrivateKeyDer};
@@ -84,6 +89,20 @@ impl TlsAcceptor {
         Ok(())
     }
 
+    /// A digest of the certificate and key files' bytes, to tell a
+    /// rotation from a look at unchanged files.
+    fn files_digest(&self) -> io::Result<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        let current = &self.certificate;
+        let mut digest = Sha256::new();
+        for path in [&current.cert_path, &current.key_path] {
+            let bytes = std::fs::read(path)?;
+            digest.update((bytes.len() as u64).to_le_bytes());
+            digest.update(&bytes);
+        }
+        Ok(digest.finalize().into())
+    }
+
     pub async fn accept<T>(&self, io: T) -> io::Result<TlsStream<T>>
     where
         T: AsyncRead + AsyncWrite + Unpin,
@@ -120,44 +139,105 @@ fn load_certified_key(
 /// `TlsAcceptor::reload`); without, by logging that there is nothing to
 /// reload. Installed before the first accept and whether or not TLS is on,
 /// because SIGHUP's default action ends the process: `systemctl reload`
-/// must never stop the gateway. Abort the task to stop.
-pub fn spawn_reloader(acceptor: Option<TlsAcceptor>) -> tokio::task::JoinHandle<()> {
+/// must never stop the gateway. With TLS and a nonzero `watch_interval`,
+/// also reloads when the files' contents change. Abort the task to stop.
+pub fn spawn_reloader(
+    acceptor: Option<TlsAcceptor>,
+    watch_interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let mut watch = acceptor
+        .clone()
+        .filter(|_| !watch_interval.is_zero())
+        .map(|acceptor| FileWatch::new(acceptor, watch_interval));
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         // Registered here, synchronously: from this line on a SIGHUP is ours.
         match signal(SignalKind::hangup()) {
             Ok(mut hangups) => tokio::spawn(async move {
-                while hangups.recv().await.is_some() {
-                    reload_logged(acceptor.as_ref());
+                loop {
+                    tokio::select! {
+                        hangup = hangups.recv() => match hangup {
+                            Some(()) => reload_logged(acceptor.as_ref(), "SIGHUP"),
+                            None => return,
+                        },
+                        () = FileWatch::tick(watch.as_mut()) => {}
+                    }
                 }
             }),
             Err(err) => {
                 tracing::warn!(cause = %err, "cannot listen for SIGHUP; certificate reload is off");
-                tokio::spawn(async {})
+                tokio::spawn(async move {
+                    loop {
+                        FileWatch::tick(watch.as_mut()).await;
+                    }
+                })
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = acceptor;
-        tokio::spawn(async {})
+        tokio::spawn(async move {
+            loop {
+                FileWatch::tick(watch.as_mut()).await;
+            }
+        })
     }
 }
 
-/// One reload, and a log line that says whether it took.
-fn reload_logged(acceptor: Option<&TlsAcceptor>) {
+/// Reloads the certificate when the bytes of its files change.
+struct FileWatch {
+    acceptor: TlsAcceptor,
+    ticker: tokio::time::Interval,
+    /// The digest of both files when last looked at: a change is loaded
+    /// once, whether or not it loads (a half-written pair is tried again
+    /// when the rest of it lands, since that changes the digest again).
+    seen: Option<[u8; 32]>,
+}
+
+impl FileWatch {
+    fn new(acceptor: TlsAcceptor, every: Duration) -> FileWatch {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let seen = acceptor.files_digest().ok();
+        FileWatch {
+            acceptor,
+            ticker,
+            seen,
+        }
+    }
+
+    /// Waits for the next look at the files and reloads if they changed;
+    /// never returns when there is nothing to watch.
+    async fn tick(watch: Option<&mut FileWatch>) {
+        let Some(watch) = watch else {
+            return std::future::pending().await;
+        };
+        watch.ticker.tick().await;
+        let Ok(digest) = watch.acceptor.files_digest() else {
+            // Missing for a moment while being replaced: look again later.
+            return;
+        };
+        if watch.seen.replace(digest) != Some(digest) {
+            reload_logged(Some(&watch.acceptor), "the files changed");
+        }
+    }
+}
+
+/// One reload, and a log line that says why and whether it took.
+fn reload_logged(acceptor: Option<&TlsAcceptor>, why: &str) {
     let Some(acceptor) = acceptor else {
         tracing::info!("SIGHUP: no TLS configured; nothing to reload");
         return;
     };
     let cert = acceptor.certificate.cert_path.display();
     match acceptor.reload() {
-        Ok(()) => tracing::info!(%cert, "SIGHUP: TLS certificate reloaded"),
+        Ok(()) => tracing::info!(%cert, "{why}: TLS certificate reloaded"),
         Err(err) => tracing::warn!(
             %cert,
             cause = %err,
-            "SIGHUP: TLS certificate not reloaded; keeping the previous one"
+            "{why}: TLS certificate not reloaded; keeping the previous one"
         ),
     }
 }

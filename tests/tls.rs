@@ -90,6 +90,38 @@ async fn handshake_ok(cert: &Certificate, addr: SocketAddr) -> bool {
 }
 
 #[tokio::test]
+async fn rotated_certificate_files_are_loaded_without_a_signal() {
+    // As cert-manager does: the files are replaced, nobody sends SIGHUP.
+    let old = Certificate::generate("rotate-old");
+    let new = Certificate::generate("rotate-new");
+    let server = common::ServerProcess::start(&[
+        "--tls-cert",
+        old.dir.join("cert.pem").to_str().expect("utf-8"),
+        "--tls-key",
+        old.dir.join("key.pem").to_str().expect("utf-8"),
+        "--tls-watch-interval",
+        "100ms",
+    ]);
+    assert!(handshake_ok(&old, server.addr).await);
+    // Written the way a renewal tool does: to a temporary name, then renamed.
+    for file in ["key.pem", "cert.pem"] {
+        let staged = old.dir.join(format!("{file}.new"));
+        std::fs::copy(new.dir.join(file), &staged).expect("stage");
+        std::fs::rename(&staged, old.dir.join(file)).expect("rename");
+    }
+    common::eventually("new handshakes get the rotated certificate", || async {
+        handshake_ok(&new, server.addr).await
+    })
+    .await;
+    assert!(!handshake_ok(&old, server.addr).await);
+    assert!(
+        server
+            .log_text()
+            .contains("the files changed: TLS certificate reloaded")
+    );
+}
+
+#[tokio::test]
 async fn sighup_reloads_the_certificate_without_dropping_streams() {
     let old = Certificate::generate("reload-old");
     let new = Certificate::generate("reload-new");

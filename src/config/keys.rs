@@ -461,6 +461,16 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "tls_watch_interval",
+        value_name: "DURATION",
+        default: "10s",
+        help: "How often tls_cert and tls_key are read to see whether they changed (cert-manager and certbot rotate them without a signal); a change is loaded for new handshakes. 0s: only on SIGHUP.",
+        apply: |c, v| {
+            c.tls_watch_interval = duration_or_zero(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "cluster.redis_url",
         value_name: "URL",
         default: "",

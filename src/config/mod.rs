@@ -64,6 +64,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// How often the TLS files are checked for a rotation; zero: never.
+    pub tls_watch_interval: Duration,
     pub status_page: StatusPage,
     /// Accept a listener off loopback with nobody needing a credential to
     /// publish (`validate` refuses that otherwise).
@@ -176,6 +178,7 @@ impl Default for Config {
             shutdown_timeout: Duration::ZERO,
             tls_cert: None,
             tls_key: None,
+            tls_watch_interval: Duration::ZERO,
             status_page: StatusPage::Off,
             allow_anonymous_publish: false,
             log_format: LogFormat::Text,
