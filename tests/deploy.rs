@@ -1,13 +1,17 @@
 //! Every file in `deploy/` checked by the tool its world uses, and against
-//! the gateway itself: the Dockerfile by hadolint, the systemd unit by
-//! `systemd-analyze verify`, the Kubernetes manifests by their schemas
-//! (kubernetes-validate), for the drain timing and the cluster wiring, and
-//! the Redis they run by a real `redis-server` started with the manifest's
-//! arguments, the nginx snippet by `nginx -t` and by a subscriber streaming
-//! through a real nginx, the alert rules by `promtool`, every metric the
-//! rules and the dashboard name against a real `/metrics` (a single node's,
-//! and a cluster node's for `ssegate_cluster_*`). The local three-node
-//! cluster (`deploy/local-cluster/`) is run by `tests/local_cluster.rs`.
+//! the gateway itself: the Dockerfile by hadolint, and its command line,
+//! configuration and health check run with the binary (refused without a
+//! publish token, serving with one); the systemd unit by `systemd-analyze
+//! verify`, and its `ExecStart` run with and without the token file; the
+//! Kubernetes manifests by their schemas (kubernetes-validate), for the
+//! drain timing, the cluster wiring, the token, the memory limit and the
+//! Ingress's annotations, and the Redis they run by a real `redis-server`
+//! started with the manifest's arguments; the nginx snippet by `nginx -t`
+//! and by a subscriber streaming through a real nginx (and a publish over
+//! IPv6 loopback); the alert rules by `promtool`; every metric the rules and
+//! the dashboard name against a real `/metrics` (a single node's, and a
+//! cluster node's for `ssegate_cluster_*`). The local three-node cluster
+//! (`deploy/local-cluster/`) is run by `tests/local_cluster.rs`.
 //!
 //! Tools that are missing make a test say SKIPPED and pass, so `cargo test`
 //! works on a fresh machine; `.ci/run` installs them and sets
@@ -23,6 +27,105 @@ use std::time::Duration;
 use common::cluster::{Redis, free_port};
 use common::deploy::{check, deploy, have, read, repo, temp_dir};
 use common::{Subscriber, TestServer, config, publish};
+
+/// How long the gateway takes to stop on SIGTERM at most: its
+/// `shutdown_timeout` plus the second of readiness grace.
+fn drain() -> Duration {
+    ssegate::Config::default().shutdown_timeout + Duration::from_secs(1)
+}
+
+/// A publish token for the tests that start the gateway off loopback.
+const TOKEN: &str = "a-test-token-0123456789abcdef";
+
+/// The binary started as a deploy file starts it: with `args` and only
+/// `env` (and `PATH`), from an empty directory, its log kept.
+struct Launched {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Launched {
+    fn start(args: &[String], env: &[(String, String)], port: u16) -> Launched {
+        let dir = temp_dir("launched");
+        let child = Command::new(env!("CARGO_BIN_EXE_ssegate"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssegate");
+        Launched { child, port }
+    }
+
+    /// Waits for it to exit by itself: its status and what it logged.
+    fn refused(mut self) -> (std::process::ExitStatus, String) {
+        let status = common::wait_exit(&mut self.child);
+        let mut log = String::new();
+        let stderr = self.child.stderr.as_mut().expect("stderr");
+        std::io::Read::read_to_string(stderr, &mut log).expect("log");
+        (status, log)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn healthy(&mut self) {
+        let url = self.url("/healthz");
+        let client = common::client();
+        common::eventually("the gateway to answer /healthz", || async {
+            client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+
+    /// The statuses of a publish without and with the token.
+    async fn publish_statuses(&self) -> (u16, u16) {
+        let client = common::client();
+        let url = self.url("/publish/deploy");
+        let bare = client.post(&url).body("x").send().await.expect("publish");
+        let with_token = client.post(&url).bearer_auth(TOKEN).body("x");
+        let with_token = with_token.send().await.expect("publish");
+        (bare.status().as_u16(), with_token.status().as_u16())
+    }
+
+    /// SIGTERM: it must drain and exit 0 within `patience`.
+    fn stop_within(mut self, patience: Duration) {
+        let started = std::time::Instant::now();
+        check(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+        let status = common::wait_exit(&mut self.child);
+        assert!(status.success(), "exit on SIGTERM: {status}");
+        assert!(started.elapsed() < patience, "took {:?}", started.elapsed());
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The repository's documented configuration, listening on `listen`.
+fn documented_config_listening_on(listen: &str) -> String {
+    let documented = std::fs::read_to_string(repo().join("config/ssegate.toml")).expect("config");
+    documented
+        .lines()
+        .map(|line| match line.starts_with("listen = ") {
+            true => format!("listen = \"{listen}\""),
+            false => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 #[test]
 fn dockerfile_passes_hadolint_and_runs_unprivileged_with_a_healthcheck() {
@@ -49,9 +152,129 @@ fn dockerfile_passes_hadolint_and_runs_unprivileged_with_a_healthcheck() {
         !sets_listen,
         "SSEGATE_LISTEN would override a mounted config's listen"
     );
+    // Every `docker run` shown (here and in the README) passes the token
+    // and gives the drain the time it needs (Docker's default is 10 s).
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let runs: Vec<&str> = dockerfile
+        .lines()
+        .chain(readme.lines())
+        .map(|line| line.trim_start_matches(['#', ' ']))
+        .filter(|line| line.starts_with("docker ") && line.contains("docker run "))
+        .collect();
+    assert!(
+        runs.len() >= 2,
+        "docker run in the Dockerfile and the README"
+    );
+    for run in runs {
+        assert!(run.contains("-e SSEGATE_PUBLISH_TOKEN"), "{run}");
+        let stop = run
+            .split_once("--stop-timeout ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|secs| secs.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no --stop-timeout in {run}"));
+        assert!(
+            Duration::from_secs(stop) > drain(),
+            "{run}: drain {:?}",
+            drain()
+        );
+    }
     if have("hadolint", "--version") {
         check(Command::new("hadolint").arg(deploy("Dockerfile")));
     }
+}
+
+/// The Dockerfile's instructions after its last `FROM` (the image that
+/// runs), continuation lines joined, comments dropped.
+fn runtime_instructions(dockerfile: &str) -> Vec<(String, String)> {
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in dockerfile
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+    {
+        match line.trim_end().strip_suffix('\\') {
+            Some(start) => current.push_str(start),
+            None => {
+                current.push_str(line);
+                joined.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    let instructions: Vec<(String, String)> = joined
+        .iter()
+        .filter_map(|line| line.trim().split_once(' '))
+        .map(|(keyword, rest)| (keyword.to_owned(), rest.trim().to_owned()))
+        .collect();
+    let last_from = instructions.iter().rposition(|(k, _)| k == "FROM");
+    instructions[last_from.expect("FROM")..].to_vec()
+}
+
+/// A JSON-array instruction's arguments (`ENTRYPOINT`, `CMD`).
+fn exec_form(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_else(|err| panic!("{text}: {err}"))
+}
+
+#[tokio::test]
+async fn the_image_refuses_to_start_without_a_token_and_serves_with_one() {
+    let instructions = runtime_instructions(&read("Dockerfile"));
+    let all = |keyword: &str| -> Vec<&String> {
+        let found = instructions.iter().filter(move |(k, _)| k == keyword);
+        found.map(|(_, rest)| rest).collect()
+    };
+    // Its configuration, made as the image makes it, on a free port.
+    let dir = temp_dir("image");
+    let config_path = dir.join("ssegate.toml");
+    let config_file = config_path.to_str().expect("utf-8 path");
+    let image_config = "/etc/ssegate/ssegate.toml";
+    std::fs::copy(repo().join("config/ssegate.toml"), &config_path).expect("copy");
+    let port = free_port();
+    let localize = |text: &str| {
+        text.replace(image_config, config_file)
+            .replace("8080", &port.to_string())
+    };
+    for run in all("RUN")
+        .into_iter()
+        .filter(|run| run.contains(image_config))
+    {
+        check(Command::new("sh").arg("-c").arg(localize(run)));
+    }
+    let config_text = std::fs::read_to_string(&config_path).expect("config");
+    assert!(config_text.contains(&format!("listen = \"0.0.0.0:{port}\"")));
+    let mut env: Vec<(String, String)> = all("ENV")
+        .into_iter()
+        .flat_map(|pairs| pairs.split_whitespace())
+        .map(|pair| pair.split_once('=').expect("ENV KEY=value"))
+        .map(|(key, value)| (key.to_owned(), localize(value)))
+        .collect();
+    let entrypoint = exec_form(all("ENTRYPOINT").last().expect("ENTRYPOINT"));
+    assert_eq!(entrypoint[0], "/usr/local/bin/ssegate");
+    let mut args = entrypoint[1..].to_vec();
+    args.extend(
+        all("CMD")
+            .last()
+            .map(|cmd| exec_form(cmd))
+            .unwrap_or_default(),
+    );
+
+    // As `docker run` without the token: refused, in one line saying how.
+    let (status, log) = Launched::start(&args, &env, port).refused();
+    assert_eq!(status.code(), Some(78), "{log}");
+    assert_eq!(log.trim().lines().count(), 1, "{log}");
+    assert!(log.contains("SSEGATE_PUBLISH_TOKEN"), "{log}");
+
+    // With `-e SSEGATE_PUBLISH_TOKEN`: serves, healthy by its own check,
+    // publishes need the token, the status page (topic names) is off.
+    env.push(("SSEGATE_PUBLISH_TOKEN".into(), TOKEN.into()));
+    let mut gateway = Launched::start(&args, &env, port);
+    gateway.healthy().await;
+    let healthcheck = all("HEALTHCHECK").last().expect("HEALTHCHECK").to_string();
+    let command = exec_form(&localize(healthcheck.split_once("CMD ").expect("CMD").1));
+    check(Command::new(&command[0]).args(&command[1..]));
+    assert_eq!(gateway.publish_statuses().await, (401, 200));
+    let page = common::client().get(gateway.url("/")).send().await;
+    assert_eq!(page.expect("status page").status(), 404);
+    gateway.stop_within(Duration::from_secs(15));
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -67,7 +290,7 @@ fn systemd_unit_verifies() {
         .find_map(|line| line.strip_prefix("TimeoutStopSec="))
         .and_then(|secs| secs.parse::<u64>().ok())
         .expect("TimeoutStopSec in seconds");
-    let drain = ssegate::Config::default().shutdown_timeout + Duration::from_secs(1);
+    let drain = drain();
     assert!(
         Duration::from_secs(stop) > drain,
         "TimeoutStopSec {stop}s <= drain {drain:?}"
@@ -89,6 +312,71 @@ fn systemd_unit_verifies() {
         .filter(|line| line.contains("ssegate.service"))
         .collect();
     assert!(complaints.is_empty(), "systemd-analyze: {complaints:?}");
+}
+
+/// The values of `key=` lines in a systemd unit.
+fn unit_values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+    let prefix = format!("{key}=");
+    let found = unit.lines().filter_map(|line| line.strip_prefix(&prefix));
+    found.collect()
+}
+
+#[tokio::test]
+async fn systemd_unit_stays_down_on_a_bad_configuration_and_starts_with_its_token() {
+    let unit = read("ssegate.service");
+    let prevented: Vec<i32> = unit_values(&unit, "RestartPreventExitStatus")
+        .iter()
+        .flat_map(|value| value.split_whitespace())
+        .map(|code| code.parse().expect("an exit status"))
+        .collect();
+    assert!(prevented.contains(&78), "a bad configuration (78) restarts");
+    let env_file = unit_values(&unit, "EnvironmentFile");
+    let env_file = env_file.first().expect("EnvironmentFile for the token");
+    assert_eq!(env_file.trim_start_matches('-'), "/etc/ssegate/ssegate.env");
+    let exec: Vec<&str> = unit_values(&unit, "ExecStart")[0]
+        .split_whitespace()
+        .collect();
+    assert_eq!(exec[0], "/usr/local/bin/ssegate");
+    let unit_config = "/etc/ssegate/ssegate.toml";
+    assert!(exec.contains(&unit_config), "{exec:?}");
+
+    // The operator's configuration: the documented one, serving the network.
+    let dir = temp_dir("systemd-run");
+    let config_path = dir.join("ssegate.toml");
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    std::fs::write(&config_path, documented_config_listening_on(&listen)).expect("config");
+    let args: Vec<String> = exec[1..]
+        .iter()
+        .map(|arg| arg.replace(unit_config, config_path.to_str().expect("utf-8")))
+        .collect();
+    let mut env: Vec<(String, String)> = unit_values(&unit, "Environment")
+        .iter()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+
+    // Without the token file: a status the unit does not restart on.
+    let (status, log) = Launched::start(&args, &env, port).refused();
+    let code = status.code().expect("an exit status");
+    assert!(prevented.contains(&code), "exit {code} restarts: {log}");
+
+    // With the file as the unit's comment describes it.
+    let file = format!("# the publish token\nSSEGATE_PUBLISH_TOKEN={TOKEN}\n");
+    env.extend(
+        file.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned())),
+    );
+    let mut gateway = Launched::start(&args, &env, port);
+    gateway.healthy().await;
+    assert_eq!(gateway.publish_statuses().await, (401, 200));
+    let stop: u64 = unit_values(&unit, "TimeoutStopSec")[0]
+        .parse()
+        .expect("secs");
+    gateway.stop_within(Duration::from_secs(stop));
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The documents of a Kubernetes manifest (`kubernetes/<file>`).
@@ -120,8 +408,12 @@ fn of_kind<'a>(
     document
 }
 
-/// Both manifests, as `kubectl apply -f` gets them.
-const KUBERNETES_FILES: [&str; 2] = ["kubernetes/redis.yaml", "kubernetes/ssegate.yaml"];
+/// The manifests, as `kubectl apply -f` gets them.
+const KUBERNETES_FILES: [&str; 3] = [
+    "kubernetes/redis.yaml",
+    "kubernetes/ssegate.yaml",
+    "kubernetes/ingress.yaml",
+];
 
 /// kubernetes-validate, strict, for the default (newest) Kubernetes and the
 /// oldest the README supports (1.30, for `preStop.sleep`).
@@ -220,6 +512,13 @@ fn redis_arg<'a>(args: &'a [(String, String)], key: &str) -> &'a str {
 
 /// The ConfigMap's `ssegate.toml`, loaded as a pod loads it, with `env`.
 fn load_configmap_toml(toml: &str, env: &[(&str, &str)]) -> ssegate::config::Loaded {
+    try_load_configmap_toml(toml, env).expect("the ConfigMap's ssegate.toml loads")
+}
+
+fn try_load_configmap_toml(
+    toml: &str,
+    env: &[(&str, &str)],
+) -> Result<ssegate::config::Loaded, ssegate::config::ConfigError> {
     let dir = temp_dir("kubernetes");
     let toml_path = dir.join("ssegate.toml");
     std::fs::write(&toml_path, toml).expect("write");
@@ -230,17 +529,45 @@ fn load_configmap_toml(toml: &str, env: &[(&str, &str)]) -> ssegate::config::Loa
             toml_path.to_str().expect("utf-8 path"),
         ],
         env.iter().copied(),
-    )
-    .expect("the ConfigMap's ssegate.toml loads");
+    );
     std::fs::remove_dir_all(&dir).ok();
     loaded
+}
+
+/// The container's environment as the pod gets it, Secret keys resolved
+/// from `secrets`; a reference to a missing Secret or key fails the test,
+/// as it would keep the pod from starting.
+fn pod_env(container: &serde_json::Value, secrets: &[&serde_json::Value]) -> Vec<(String, String)> {
+    let vars = container["env"].as_array().expect("env");
+    vars.iter()
+        .map(|var| {
+            let name = var["name"].as_str().expect("name").to_owned();
+            if let Some(value) = var["value"].as_str() {
+                return (name, value.to_owned());
+            }
+            let reference = &var["valueFrom"]["secretKeyRef"];
+            let key = reference["key"].as_str().expect("secretKeyRef.key");
+            let value = secrets
+                .iter()
+                .find(|secret| secret["metadata"]["name"] == reference["name"])
+                .and_then(|secret| secret["stringData"][key].as_str())
+                .unwrap_or_else(|| panic!("{name}: no Secret {reference} with {key}"));
+            (name, value.to_owned())
+        })
+        .collect()
 }
 
 #[test]
 fn kubernetes_manifests_validate_and_drain_in_time() {
     let documents = kubernetes_documents("ssegate.yaml");
     let kind = |kind: &str| of_kind(&documents, "ssegate.yaml", kind);
-    for required in ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"] {
+    for required in [
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ] {
         kind(required);
     }
     let deployment = kind("Deployment");
@@ -265,9 +592,67 @@ fn kubernetes_manifests_validate_and_drain_in_time() {
     let toml = kind("ConfigMap")["data"]["ssegate.toml"]
         .as_str()
         .expect("ssegate.toml in the ConfigMap");
-    let loaded = load_configmap_toml(toml, &[]);
+    let redis_documents = kubernetes_documents("redis.yaml");
+    let secrets: Vec<&serde_json::Value> = documents
+        .iter()
+        .chain(&redis_documents)
+        .filter(|document| document["kind"] == "Secret")
+        .collect();
+    let env = pod_env(container, &secrets);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let loaded = load_configmap_toml(toml, &env);
     assert_eq!(loaded.config.listen.port(), 8080);
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+
+    // Secure by default: the pods listen on 0.0.0.0, so they start only
+    // with the token of the Secret (never by allowing anonymous publishes),
+    // and a missing Secret keeps them from starting.
+    assert!(!toml.contains("allow_anonymous_publish"), "{toml}");
+    let (token_var, token_ref) = container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|var| var["name"] == "SSEGATE_PUBLISH_TOKEN")
+        .map(|var| (var, &var["valueFrom"]["secretKeyRef"]))
+        .expect("SSEGATE_PUBLISH_TOKEN in the container's env");
+    assert!(
+        token_ref.is_object(),
+        "the token comes from a Secret: {token_var}"
+    );
+    assert_ne!(token_ref["optional"], true, "{token_var}");
+    assert!(loaded.config.publish_token.is_some());
+    let without_token: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|(key, _)| *key != "SSEGATE_PUBLISH_TOKEN")
+        .copied()
+        .collect();
+    let refused = try_load_configmap_toml(toml, &without_token).err();
+    let refused = refused.expect("without the token the pods would not start");
+    assert!(refused.to_string().contains("publish_token"), "{refused}");
+    // The README's apply command replaces the token's placeholder.
+    let placeholder = env.iter().find(|(key, _)| *key == "SSEGATE_PUBLISH_TOKEN");
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    assert!(
+        readme.contains(placeholder.expect("token").1),
+        "README: {placeholder:?}"
+    );
+
+    // Memory: events buffered take at most half the container's limit,
+    // and the rest holds max_subscribers connections at about 8 KiB each
+    // (ssegate's share and idle kernel socket buffers); else the pod is
+    // OOM-killed before ssegate's own 503 refuses a publish.
+    let limit = container["resources"]["limits"]["memory"].as_str();
+    let limit = kubernetes_bytes(limit.expect("memory limit"));
+    let buffered = loaded.config.max_buffered_bytes as u64;
+    let connections = loaded.config.max_subscribers as u64 * (8 << 10);
+    assert!(
+        buffered * 2 <= limit,
+        "max_buffered_bytes {buffered} > half of {limit}"
+    );
+    assert!(
+        buffered + connections <= limit,
+        "max_buffered_bytes {buffered} + {connections} for connections > {limit}"
+    );
     let pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         .as_u64()
         .expect("preStop sleep");
@@ -299,7 +684,6 @@ fn kubernetes_manifests_validate_and_drain_in_time() {
         .find(|var| var["name"] == "SSEGATE_CLUSTER_REDIS_URL")
         .expect("SSEGATE_CLUSTER_REDIS_URL in the container's env");
     let secret_ref = &from_secret["valueFrom"]["secretKeyRef"];
-    let redis_documents = kubernetes_documents("redis.yaml");
     let secret = of_kind(&redis_documents, "redis.yaml", "Secret");
     assert_eq!(secret_ref["name"], secret["metadata"]["name"]);
     assert_ne!(
@@ -315,7 +699,13 @@ fn kubernetes_manifests_validate_and_drain_in_time() {
         "the bundled Secret and the ConfigMap name the same Redis"
     );
     let external = "rediss://default:p%40ss@redis.example.internal:6380/0";
-    let overridden = load_configmap_toml(toml, &[("SSEGATE_CLUSTER_REDIS_URL", external)]);
+    let overridden = load_configmap_toml(
+        toml,
+        &[
+            ("SSEGATE_CLUSTER_REDIS_URL", external),
+            ("SSEGATE_PUBLISH_TOKEN", TOKEN),
+        ],
+    );
     assert_eq!(
         overridden.config.cluster.redis_url.as_deref(),
         Some(external),
@@ -323,6 +713,56 @@ fn kubernetes_manifests_validate_and_drain_in_time() {
     );
 
     kubernetes_validate();
+}
+
+#[test]
+fn kubernetes_ingress_streams_and_exposes_only_subscribe() {
+    let documents = kubernetes_documents("ingress.yaml");
+    let ingress = of_kind(&documents, "ingress.yaml", "Ingress");
+    let annotations = &ingress["metadata"]["annotations"];
+    let annotation = |name: &str| {
+        let key = format!("nginx.ingress.kubernetes.io/{name}");
+        let value = annotations[key.as_str()].as_str();
+        value
+            .unwrap_or_else(|| panic!("no {key} annotation"))
+            .to_owned()
+    };
+    assert_eq!(annotation("proxy-buffering"), "off");
+    assert_eq!(annotation("proxy-http-version"), "1.1");
+    let heartbeat = ssegate::Config::default().heartbeat_interval;
+    for timeout in ["proxy-read-timeout", "proxy-send-timeout"] {
+        let secs: u64 = annotation(timeout).parse().expect("seconds");
+        assert!(
+            Duration::from_secs(secs) > heartbeat,
+            "{timeout} {secs}s must exceed heartbeat_interval {heartbeat:?}"
+        );
+    }
+    // Browsers reach the Service of ssegate.yaml, and only /subscribe:
+    // publishing and metrics stay inside the cluster.
+    let ssegate_documents = kubernetes_documents("ssegate.yaml");
+    let service = of_kind(&ssegate_documents, "ssegate.yaml", "Service");
+    let ports = service["spec"]["ports"].as_array().expect("ports");
+    let rules = ingress["spec"]["rules"].as_array().expect("rules");
+    let paths: Vec<&serde_json::Value> = rules
+        .iter()
+        .flat_map(|rule| rule["http"]["paths"].as_array().expect("paths"))
+        .collect();
+    assert!(!paths.is_empty());
+    for path in paths {
+        let prefix = path["path"].as_str().expect("path");
+        assert!(prefix.starts_with("/subscribe"), "{prefix} is exposed");
+        let backend = &path["backend"]["service"];
+        assert_eq!(backend["name"], service["metadata"]["name"]);
+        let port = &backend["port"];
+        assert!(
+            ports
+                .iter()
+                .any(|p| p["name"] == port["name"] || p["port"] == port["number"]),
+            "{port} is no port of the Service"
+        );
+    }
+    // TLS, so browsers get HTTP/2 and share one connection.
+    assert!(ingress["spec"]["tls"][0]["secretName"].is_string());
 }
 
 /// The ssegate pod's and container's `securityContext` settings that the
@@ -702,7 +1142,13 @@ impl Drop for Nginx {
 #[tokio::test]
 async fn nginx_snippet_with_tls_is_valid_and_streams_without_buffering() {
     let snippet = read("nginx/ssegate.conf");
-    for directive in ["proxy_buffering off;", "proxy_http_version 1.1;"] {
+    for directive in [
+        "proxy_buffering off;",
+        "proxy_http_version 1.1;",
+        // Loopback and the private networks, IPv6 too, may publish.
+        "allow ::1;",
+        "allow fc00::/7;",
+    ] {
         assert!(snippet.contains(directive), "snippet lacks {directive}");
     }
     let read_timeout = snippet
@@ -733,8 +1179,18 @@ async fn nginx_snippet_with_tls_is_valid_and_streams_without_buffering() {
     std::fs::write(dir.join("cert.pem"), &cert_pem).expect("cert");
     std::fs::write(dir.join("key.pem"), generated.signing_key.serialize_pem()).expect("key");
     let d = dir.display();
+    // IPv6 loopback too, where the machine has it: a backend there may
+    // publish through nginx.
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let ipv6_listen = match ipv6 {
+        true => format!("listen [::1]:{port} ssl http2;\n    "),
+        false => {
+            eprintln!("no IPv6 loopback here: the publish over ::1 is not tried");
+            String::new()
+        }
+    };
     let tls_listen = format!(
-        "listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;"
+        "listen 127.0.0.1:{port} ssl http2;\n    {ipv6_listen}ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;"
     );
     let snippet = snippet
         .replace(
@@ -794,6 +1250,21 @@ async fn nginx_snippet_with_tls_is_valid_and_streams_without_buffering() {
             (event.id.as_str(), event.data.as_str()),
             (published.id.as_str(), body)
         );
+    }
+    if ipv6 {
+        let from_ipv6 = common::tls_client(
+            &cert_pem,
+            &[b"h2", b"http/1.1"],
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        );
+        let reply = from_ipv6
+            .post(format!("{proxied}/publish/news"))
+            .body("over ::1")
+            .send()
+            .await
+            .expect("publish through nginx over ::1");
+        assert_eq!(reply.status(), 200, "nginx lets ::1 publish");
+        assert_eq!(subscriber.next().await.data, "over ::1");
     }
     std::fs::remove_dir_all(&dir).ok();
 }
