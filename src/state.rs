@@ -46,6 +46,12 @@ impl AppState {
         AppState(Arc::new(shared))
     }
 
+    /// The query parameter a subscriber token may come in, if that source
+    /// is on (the access log redacts it).
+    pub fn auth_query_param(&self) -> Option<&str> {
+        Some(self.config.auth.query_param.as_str()).filter(|name| !name.is_empty())
+    }
+
     /// Why this node should not get new subscribers now, if it should not.
     pub fn not_ready(&self) -> Option<&'static str> {
         if self.shutdown.is_shutdown() {

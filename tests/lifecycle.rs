@@ -517,3 +517,45 @@ fn sighup_without_tls_is_logged_not_fatal() {
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit().success());
 }
+
+#[tokio::test]
+async fn the_access_log_has_one_line_per_request_and_no_token() {
+    let server = ServerProcess::start(&["--access-log"]);
+    let http = client();
+    let mut stream = Subscriber::open_with(
+        &http,
+        &server.url("/subscribe/logged?access_token=s3cret-token"),
+        None,
+    )
+    .await;
+    for n in 0..3 {
+        publish_to(&http, &server.url("/publish/logged"), n.to_string()).await;
+    }
+    stream.take(3).await;
+    let missing = http.get(server.url("/nowhere")).send().await.expect("404");
+    assert_eq!(missing.status(), 404);
+    let access_lines = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|line| line.contains("ssegate::access"))
+            .map(str::to_owned)
+            .collect()
+    };
+    common::eventually("every request is logged", || async {
+        access_lines(&server.log_text()).len() == 5
+    })
+    .await;
+    let log = server.log_text();
+    let lines = access_lines(&log);
+    assert!(
+        lines[0].contains("GET") && lines[0].contains("/subscribe/logged?access_token=[redacted]"),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("status=200") && lines[0].contains("route=\"subscribe\""));
+    assert!(lines[4].contains("/nowhere") && lines[4].contains("status=404"));
+    assert!(!log.contains("s3cret-token"), "{log}");
+
+    // Off by default.
+    let quiet = ServerProcess::start(&[]);
+    publish_to(&http, &quiet.url("/publish/quiet"), "x").await;
+    assert!(access_lines(&quiet.log_text()).is_empty());
+}

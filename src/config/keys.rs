@@ -441,6 +441,16 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "access_log",
+        value_name: "BOOL",
+        default: "false",
+        help: "Log one line per request (client, method, path with any query token redacted, status, route, time to the response head) at info, target ssegate::access; a stream is one line, never one per event.",
+        apply: |c, v| {
+            c.access_log = boolean(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "tls_cert",
         value_name: "PATH",
         default: "",

@@ -71,6 +71,8 @@ pub struct Config {
     /// publish (`validate` refuses that otherwise).
     pub allow_anonymous_publish: bool,
     pub log_format: LogFormat,
+    /// One log line per request (`http::access_log`).
+    pub access_log: bool,
     /// `[cluster]`: unset `redis_url` means a single node.
     pub cluster: ClusterConfig,
     /// `[auth]`: who may subscribe (and publish) to what.
@@ -177,6 +179,7 @@ impl Default for Config {
             tcp_keepalive: Duration::ZERO,
             shutdown_timeout: Duration::ZERO,
             tls_cert: None,
+            access_log: false,
             tls_key: None,
             tls_watch_interval: Duration::ZERO,
             status_page: StatusPage::Off,

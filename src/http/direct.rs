@@ -41,7 +41,7 @@ use tokio::time::Instant;
 
 use crate::connection::{ConnectionState, InFlight, OpenSubscription};
 use crate::error::ApiError;
-use crate::http::{Endpoint, cors, reply, subscribe};
+use crate::http::{Endpoint, access_log, cors, reply, subscribe};
 use crate::io::DeadlineIo;
 use crate::metrics::Route;
 use crate::sink::{Claim, Handover, SharedSocket, Sink};
@@ -206,9 +206,7 @@ pub async fn open(
             // Not a warning each: a crowd refused at once would flood the
             // log exactly when it matters.
             tracing::debug!(status = 200, reason = %err, "subscribe refused for now");
-            state
-                .metrics
-                .response_sent(Route::Subscribe, "200", started);
+            answered(state, request, connection, 200, started);
             let mut response = reply::http1_head(StatusCode::OK, &headers);
             response.extend_from_slice(&reply::refusal_body(&err, state.config.refusal_retry));
             return Some(Answer::Refused(Box::new(Refusal {
@@ -224,9 +222,7 @@ pub async fn open(
         Err(err) if matches!(err, ApiError::Auth(_)) || state.auth.checks_subscribes() => {
             subscribe::count_refusal(&err, state);
             tracing::debug!(status = err.status(), reason = %err, "request refused");
-            state
-                .metrics
-                .response_sent(Route::Subscribe, &err.status().to_string(), started);
+            answered(state, request, connection, err.status(), started);
             return Some(Answer::Refused(Box::new(Refusal {
                 response: reply::error_bytes(&err, &cors_headers),
                 head_len,
@@ -235,9 +231,7 @@ pub async fn open(
         }
         Err(_) => return None,
     };
-    state
-        .metrics
-        .response_sent(Route::Subscribe, "200", started);
+    answered(state, request, connection, 200, started);
     Some(Answer::Stream(Opened {
         stream,
         response_head: reply::http1_head(StatusCode::OK, &headers).freeze(),
@@ -245,6 +239,29 @@ pub async fn open(
         _in_flight: connection.request_started(false),
         _open_subscription: connection.subscription_opened(slot),
     }))
+}
+
+/// Counts (and, with `access_log`, logs) a response the direct path wrote.
+fn answered(
+    state: &AppState,
+    request: &Parts,
+    connection: &ConnectionState,
+    status: u16,
+    started: std::time::Instant,
+) {
+    state
+        .metrics
+        .response_sent(Route::Subscribe, &status.to_string(), started);
+    if state.config.access_log {
+        access_log::record(
+            request,
+            status,
+            Route::Subscribe,
+            connection.client(),
+            started,
+            state.auth_query_param(),
+        );
+    }
 }
 
 impl Refusal {

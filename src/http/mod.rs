@@ -16,6 +16,7 @@
 //! on a known path.
 
 mod batch;
+mod access_log;
 pub mod body;
 mod cors;
 pub mod direct;
@@ -158,6 +159,16 @@ pub async fn handle(
     state
         .metrics
         .response_sent(route, response.status().as_str(), started);
+    if state.config.access_log {
+        access_log::record(
+            &head,
+            response.status().as_u16(),
+            route,
+            connection.client(),
+            started,
+            state.auth_query_param(),
+        );
+    }
     response.body_mut().hold(in_flight);
     if is_http2 {
         response.body_mut().watch_flow(connection.watch_stream());
