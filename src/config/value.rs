@@ -63,7 +63,12 @@ pub fn bytes(text: &str, min: usize, max: usize) -> Result<usize, String> {
     let n: usize = digits.parse().map_err(|_| {
         format!("{text:?} is not a size (write it like 65536, 64KiB, 1MiB or 2GiB)")
     })?;
-    in_range(n.saturating_mul(multiplier), min, max, text)
+    // Past `usize::MAX` is outside every range, even one that ends there
+    // (saturating took `17179869184GiB` for `usize::MAX` bytes).
+    let size = n
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is outside the allowed range {min}..={max}"))?;
+    in_range(size, min, max, text)
 }
 
 fn in_range(n: usize, min: usize, max: usize, text: &str) -> Result<usize, String> {
@@ -239,5 +244,17 @@ mod tests {
         assert!(address("localhost").is_err());
         assert_eq!(list(" a, ,b "), vec!["a", "b"]);
         assert_eq!(optional("  "), None);
+    }
+
+    #[test]
+    fn sizes_past_usize_are_refused() {
+        // Found by `fuzz/fuzz_targets/config_value.rs`: 2^34 GiB is 2^64
+        // bytes, which saturated to `usize::MAX` and passed as in range.
+        assert!(bytes("17179869184GiB", 1024, usize::MAX).is_err());
+        assert!(bytes("18014398509481984KiB", 0, usize::MAX).is_err());
+        assert_eq!(
+            bytes("17179869183GiB", 1024, usize::MAX),
+            Ok(17_179_869_183 << 30)
+        );
     }
 }
