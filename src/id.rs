@@ -25,8 +25,8 @@ impl RunEpoch {
         RunEpoch(unique_u64())
     }
 
-    /// An epoch with a fixed value, for tests.
-    #[cfg(test)]
+    /// An epoch with a fixed value, for tests and the fuzz targets.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn from_raw(raw: u64) -> RunEpoch {
         RunEpoch(raw)
     }

@@ -38,6 +38,9 @@ mod cluster;
 pub mod config;
 mod connection;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod graveyard;
 mod http;
 mod id;

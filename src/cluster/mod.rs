@@ -15,7 +15,7 @@
 //!
 //! Knows nothing about HTTP: the handlers call `publish` and `subscribe`.
 
-mod ids;
+pub(crate) mod ids;
 mod join;
 mod publisher;
 mod replay;

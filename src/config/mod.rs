@@ -9,7 +9,7 @@
 
 mod keys;
 mod load;
-mod value;
+pub(crate) mod value;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -97,13 +97,17 @@ pub async fn peek_subscribe(stream: &TcpStream, deadline: Instant) -> Peek {
     }
 }
 
-enum Parsed {
+/// What `parse_head` made of the peeked bytes.
+pub enum Parsed {
     Subscribe(Box<Parts>, usize),
     Partial,
     Other,
 }
 
-fn parse_head(bytes: &[u8]) -> Parsed {
+/// Decides on the bytes peeked so far, without I/O: a complete plain
+/// subscribe head (and its length), a head still arriving, or hyper's to
+/// answer. Pure, so `fuzz/` feeds it arbitrary bytes.
+pub fn parse_head(bytes: &[u8]) -> Parsed {
     const PREFIX: &[u8] = b"GET /subscribe";
     let n_prefix = bytes.len().min(PREFIX.len());
     if bytes[..n_prefix] != PREFIX[..n_prefix] {

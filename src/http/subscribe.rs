@@ -119,7 +119,7 @@ pub fn wants_event_stream(req: &Parts) -> bool {
 }
 
 /// The distinct topics of the request, validated, in the order given.
-fn topics(
+pub fn topics(
     path_topic: Option<&str>,
     query: Option<&str>,
     max: usize,
@@ -146,7 +146,7 @@ fn topics(
 
 /// The id to resume after: the `Last-Event-ID` header, else the
 /// `last_event_id` parameter, else `lastEventId`.
-fn resume_id(req: &Parts) -> Result<Option<Bytes>, ApiError> {
+pub fn resume_id(req: &Parts) -> Result<Option<Bytes>, ApiError> {
     // An empty header carries no id (EventSource never sends one), so it
     // does not hide the query parameters.
     if let Some(value) = req.headers.get("last-event-id").filter(|v| !v.is_empty()) {
