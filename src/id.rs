@@ -105,6 +105,8 @@ fn read_hex(digits: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -135,6 +137,41 @@ mod tests {
     #[test]
     fn two_epochs_in_a_row_differ() {
         assert_ne!(RunEpoch::generate(), RunEpoch::generate());
+    }
+
+    proptest! {
+        #[test]
+        fn ids_round_trip_in_order(epoch in any::<u64>(), seq in 0..u64::MAX) {
+            let run = RunEpoch::from_raw(epoch);
+            let id = run.format(seq);
+            prop_assert_eq!(run.parse(&id), Some(seq));
+            prop_assert_eq!(RunEpoch::from_raw(!epoch).parse(&id), None);
+            prop_assert!(id < run.format(seq + 1));
+        }
+
+        /// Whatever parses is the one spelling of its id (the fuzz target
+        /// `resume_id` checks the same on arbitrary bytes).
+        #[test]
+        fn only_the_canonical_spelling_parses(
+            raw in prop_oneof![
+                "[0-9a-fA-F]{16}-[0-9a-fA-F]{16}",
+                "[0-9a-f-]{0,40}",
+                any::<String>(),
+            ],
+            other_epoch in any::<u64>(),
+        ) {
+            let raw = raw.as_bytes();
+            let epoch = raw
+                .get(..16)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .unwrap_or(other_epoch);
+            for run in [RunEpoch::from_raw(epoch), RunEpoch::from_raw(other_epoch)] {
+                if let Some(seq) = run.parse(raw) {
+                    prop_assert_eq!(&run.format(seq)[..], raw);
+                }
+            }
+        }
     }
 }
 

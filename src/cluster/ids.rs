@@ -186,6 +186,8 @@ impl IdMap {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn id(ms: u64, seq: u64) -> StreamId {
@@ -311,5 +313,49 @@ mod tests {
             floor,
         );
         assert_eq!(third.seq(id(9_000, 0)), second.seq(id(9_000, 0)));
+    }
+
+    proptest! {
+        /// Whatever parses is the one spelling of its id, and formats back
+        /// to it (the fuzz target `resume_id` checks the same on arbitrary
+        /// bytes).
+        #[test]
+        fn only_the_canonical_spelling_parses(
+            raw in prop_oneof![
+                "[0-9a-z]{13}-(0|[1-9][0-9]{0,20})-(0|[1-9][0-9]{0,7})",
+                "[0-9a-zA-Z+-]{0,40}",
+                any::<String>(),
+            ],
+        ) {
+            if let Some((epoch, stream_id)) = parse_cluster_id(raw.as_bytes()) {
+                let map = IdMap::new(epoch, StreamId::ZERO);
+                prop_assert_eq!(map.format(stream_id), raw);
+            }
+        }
+
+        #[test]
+        fn ids_map_to_sequence_numbers_and_back_in_order(
+            a in (0..1u64 << 45, 0..SEQ_LIMIT + 2),
+            b in (0..1u64 << 45, 0..SEQ_LIMIT + 2),
+            head in 0..u64::MAX / 2,
+        ) {
+            let (a, b) = (id(a.0, a.1), id(b.0, b.1));
+            let epoch = Epoch::parse(b"k3v9q2m0d8x1a").expect("epoch");
+            let map = IdMap::new(epoch, StreamId::ZERO).next(epoch, StreamId::ZERO, a, head);
+            prop_assert_eq!(parse_cluster_id(map.format(a).as_bytes()), Some((epoch, a)));
+            for x in [a, b] {
+                if let Some(seq) = map.seq(x) {
+                    prop_assert_eq!(map.stream_id(seq), Some(x));
+                } else {
+                    prop_assert!(x.pack().is_none_or(|p| p.checked_add(head + 1).is_none()));
+                }
+            }
+            if let Some(seq) = map.seq(a) {
+                prop_assert!(seq > head, "a new epoch maps above what was handed out");
+            }
+            if let (Some(sa), Some(sb)) = (map.seq(a), map.seq(b)) {
+                prop_assert_eq!(sa.cmp(&sb), a.cmp(&b));
+            }
+        }
     }
 }

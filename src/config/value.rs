@@ -167,6 +167,8 @@ pub fn optional(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -256,5 +258,80 @@ mod tests {
             bytes("17179869183GiB", 1024, usize::MAX),
             Ok(17_179_869_183 << 30)
         );
+    }
+
+    /// The documented forms, in exact arithmetic, as the fuzz target
+    /// `config_value` checks them (milliseconds; bytes).
+    fn exact_duration(text: &str) -> Option<u128> {
+        let text = text.trim();
+        let split = text.bytes().take_while(u8::is_ascii_digit).count();
+        let amount = u128::from(text[..split].parse::<u64>().ok()?);
+        let unit_ms = match &text[split..] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return None,
+        };
+        Some(amount * unit_ms)
+    }
+
+    fn exact_size(text: &str) -> Option<u128> {
+        let text = text.trim();
+        let (digits, unit) = [("KiB", 1u128 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]
+            .into_iter()
+            .find_map(|(suffix, unit)| Some((text.strip_suffix(suffix)?, unit)))
+            .unwrap_or((text, 1));
+        Some(digits.parse::<usize>().ok()? as u128 * unit)
+    }
+
+    proptest! {
+        #[test]
+        fn values_are_what_was_written_and_within_range(
+            text in prop_oneof![
+                "\\s?[0-9]{0,21}(ms|s|m|h|KiB|MiB|GiB|kb|x|)\\s?",
+                any::<String>(),
+            ],
+            (min, max) in prop_oneof![
+                Just((1024, usize::MAX)),
+                Just((1, 16 << 20)),
+                (0..=usize::MAX, 0..=usize::MAX),
+            ],
+        ) {
+            let max_ms = MAX_DURATION.as_millis();
+            match duration(&text) {
+                Ok(d) => {
+                    prop_assert!(!d.is_zero() && d <= MAX_DURATION);
+                    prop_assert_eq!(Some(d.as_millis()), exact_duration(&text));
+                }
+                Err(_) => prop_assert!(
+                    !exact_duration(&text).is_some_and(|ms| (1..=max_ms).contains(&ms))
+                ),
+            }
+            if let Ok(d) = duration_or_zero(&text) {
+                prop_assert!(d <= MAX_DURATION);
+            }
+            let within = |n: u128| (min as u128..=max as u128).contains(&n);
+            match bytes(&text, min, max) {
+                Ok(n) => {
+                    prop_assert!((min..=max).contains(&n));
+                    prop_assert_eq!(Some(n as u128), exact_size(&text));
+                }
+                Err(_) => prop_assert!(!exact_size(&text).is_some_and(within)),
+            }
+            if let Ok(n) = count(&text, min, max) {
+                prop_assert!((min..=max).contains(&n));
+            }
+            if let Ok(value) = boolean(&text) {
+                let word = text.trim().to_ascii_lowercase();
+                let words = if value {
+                    ["true", "on", "yes", "1"]
+                } else {
+                    ["false", "off", "no", "0"]
+                };
+                prop_assert!(words.contains(&word.as_str()));
+            }
+            let _ = (address(&text), redis_url(&text), redacted_url(&text), list(&text));
+        }
     }
 }

@@ -411,6 +411,8 @@ fn client_activity(socket: &TcpStream) -> ClientActivity {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn check(head: &str, expect: &str) {
@@ -450,5 +452,52 @@ mod tests {
             "other",
         );
         check("GET /subscribe/a HTTP/1.1\r\nBad Header\r\n\r\n", "other");
+    }
+
+    proptest! {
+        /// The fuzz target `request_head` checks the same on any bytes.
+        #[test]
+        fn any_bytes_are_decided_without_panicking(
+            bytes in prop::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let _ = parse_head(&bytes);
+        }
+
+        #[test]
+        fn only_complete_heads_within_the_limits_are_taken(
+            target in "/subscribe[!-~]{0,40}",
+            headers in prop::collection::vec(
+                (
+                    "[!-~&&[^:]]{1,12}",
+                    prop::collection::vec(any::<u8>().prop_filter("a line break", |b| {
+                        !b"\r\n".contains(b)
+                    }), 0..24),
+                ),
+                0..40,
+            ),
+            line_end in prop::sample::select(vec!["\r\n", "\n"]),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut head = format!("GET {target} HTTP/1.1{line_end}").into_bytes();
+            for (name, value) in &headers {
+                head.extend_from_slice(name.as_bytes());
+                head.extend_from_slice(b": ");
+                head.extend_from_slice(value);
+                head.extend_from_slice(line_end.as_bytes());
+            }
+            head.extend_from_slice(line_end.as_bytes());
+            match parse_head(&head) {
+                Parsed::Subscribe(request, len) => {
+                    prop_assert!(headers.len() <= MAX_HEADERS);
+                    prop_assert_eq!(len, head.len());
+                    prop_assert_eq!(request.method, Method::GET);
+                    prop_assert!(request.uri.path().starts_with("/subscribe"));
+                    let shorter = &head[..cut.index(len)];
+                    prop_assert!(!matches!(parse_head(shorter), Parsed::Subscribe(..)));
+                }
+                Parsed::Partial => prop_assert!(false, "a complete head is not partial"),
+                Parsed::Other => {}
+            }
+        }
     }
 }

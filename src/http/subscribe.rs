@@ -162,6 +162,8 @@ pub fn resume_id(req: &Parts) -> Result<Option<Bytes>, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn names(result: Result<Vec<TopicName>, ApiError>) -> Result<Vec<String>, ApiError> {
@@ -195,5 +197,27 @@ mod tests {
             topics(None, Some("topic="), 2),
             Err(ApiError::InvalidTopic(_))
         ));
+    }
+
+    proptest! {
+        /// The fuzz target `subscribe_query` checks more on any query.
+        #[test]
+        fn topics_are_bounded_valid_and_refusals_are_400s(
+            query in prop_oneof![
+                "(topic=[a-z%2F/]{0,6}&){0,6}(last_event_id=[0-9a-f-]{0,4}&?)?",
+                any::<String>(),
+            ],
+            path_topic in proptest::option::of("[a-z/]{0,4}"),
+            max in 1..5usize,
+        ) {
+            match topics(path_topic.as_deref(), Some(&query), max) {
+                Ok(names) => {
+                    prop_assert!((1..=max).contains(&names.len()));
+                    let n_bytes: usize = names.iter().map(|name| name.as_str().len()).sum();
+                    prop_assert!(n_bytes <= query.len() + path_topic.map_or(0, |t| t.len()));
+                }
+                Err(err) => prop_assert_eq!(err.status(), 400),
+            }
+        }
     }
 }

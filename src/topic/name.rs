@@ -126,6 +126,8 @@ impl std::error::Error for InvalidTopic {}
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn check(raw: &str, expect: Result<(), InvalidTopic>) {
@@ -160,5 +162,51 @@ mod tests {
     fn reasons_stay_on_one_line() {
         let err = TopicName::parse("a\r\nb").unwrap_err();
         assert!(!err.to_string().contains(['\r', '\n']), "{err}");
+    }
+
+    /// README, "Topics", written apart from `validate` (the fuzz target
+    /// `topic_name` checks the same).
+    fn contract_allows(raw: &str) -> bool {
+        let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"_.:~-".contains(b);
+        (1..=256).contains(&raw.len())
+            && raw
+                .as_bytes()
+                .split(|&b| b == b'/')
+                .all(|segment| !segment.is_empty() && segment.iter().all(allowed))
+    }
+
+    proptest! {
+        #[test]
+        fn accepts_exactly_the_contract_and_keeps_the_name(
+            raw in prop_oneof![
+                "[A-Za-z0-9_.:~/-]{0,260}",
+                "[a-z/%. \\x00\\r\\né\u{2028}-]{0,12}",
+                any::<String>(),
+            ],
+        ) {
+            let parsed = TopicName::parse(&raw);
+            prop_assert_eq!(parsed.is_ok(), contract_allows(&raw), "{:?}", raw);
+            match parsed {
+                Ok(name) => {
+                    prop_assert_eq!(name.as_str(), raw.as_str());
+                    prop_assert_eq!(TopicName::parse(&name.to_string()), Ok(name));
+                }
+                Err(err) => prop_assert!(!err.to_string().contains(['\r', '\n'])),
+            }
+        }
+
+        #[test]
+        fn names_of_valid_segments_round_trip(
+            segments in prop::collection::vec("[A-Za-z0-9_.:~-]{1,40}", 1..12),
+        ) {
+            let raw = segments.join("/");
+            match TopicName::parse(&raw) {
+                Ok(name) => prop_assert_eq!(name.as_str(), raw.as_str()),
+                Err(err) => prop_assert_eq!(
+                    err,
+                    InvalidTopic::TooLong { n_bytes: raw.len() }
+                ),
+            }
+        }
     }
 }
