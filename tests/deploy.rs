@@ -100,7 +100,8 @@ impl Launched {
     /// SIGTERM: it must drain and exit 0 within `patience`.
     fn stop_within(mut self, patience: Duration) {
         let started = std::time::Instant::now();
-        check(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+        let kill = format!("kill -TERM {}", self.child.id());
+        check(Command::new("bash").args(["-c", &kill]));
         let status = common::wait_exit(&mut self.child);
         assert!(status.success(), "exit on SIGTERM: {status}");
         assert!(started.elapsed() < patience, "took {:?}", started.elapsed());

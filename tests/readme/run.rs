@@ -115,8 +115,10 @@ impl Process {
     }
 
     pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, "--", &format!("-{}", self.child.id())])
+        // bash's own kill: no procps needed.
+        let group = format!("kill {signal} -- -{}", self.child.id());
+        let _ = Command::new("bash")
+            .args(["-c", &group])
             .stderr(Stdio::null())
             .status();
     }
