@@ -33,6 +33,11 @@ trap 'rm -rf "$work"' EXIT
 logs="fuzz/artifacts/logs"
 mkdir -p "$logs"
 
+# The fuzz crate resolves from the main lockfile, so it fuzzes the very
+# versions `cargo test` runs (fuzz/Cargo.lock is not kept: it would go stale,
+# and dirty the tree, whenever a dependency changes).
+cp Cargo.lock fuzz/Cargo.lock
+
 echo "==> building the fuzz targets (nightly, address sanitizer)"
 cargo +nightly fuzz build
 
