@@ -64,7 +64,7 @@ fn u64_at(data: &[u8], at: usize) -> u64 {
 }
 
 fn check_single_node(raw: &[u8]) {
-    assert!(ID_LEN <= MAX_RESUME_ID_BYTES);
+    const { assert!(ID_LEN <= MAX_RESUME_ID_BYTES) };
     let mut epochs = vec![README_EPOCH];
     epochs.extend(raw.get(..16).and_then(hex16));
     for epoch_raw in epochs {
@@ -106,10 +106,10 @@ fn check_cluster(raw: &[u8]) {
         assert_eq!(id.to_string().as_bytes(), stream_id);
     }
     // The two shapes never overlap.
-    if let Some(epoch) = raw.get(..16).and_then(hex16) {
-        if RunEpoch::from_raw(epoch).parse(raw).is_some() {
-            assert!(parsed.is_none());
-        }
+    if let Some(epoch) = raw.get(..16).and_then(hex16)
+        && RunEpoch::from_raw(epoch).parse(raw).is_some()
+    {
+        assert!(parsed.is_none());
     }
 }
 
