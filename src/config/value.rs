@@ -8,40 +8,84 @@ use std::time::Duration;
 /// enough that deadline arithmetic can never overflow.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// `15s`, `250ms`, `5m`, `1h`: a positive whole number and a unit.
+/// A positive duration, as `humantime` reads them (`15s`, `250ms`, `1m30s`,
+/// `2h 5min`, `1d`), and also with a decimal fraction (`1.5s`, `0.25h`),
+/// which `humantime` does not take: at most 365 days.
 pub fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|ch: char| !ch.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let bad = || format!("{text:?} is not a duration (write it like 15s, 250ms, 5m or 1h)");
-    let amount: u64 = digits.parse().map_err(|_| bad())?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(amount),
-        "s" => Duration::from_secs(amount),
-        "m" => Duration::from_secs(amount.saturating_mul(60)),
-        "h" => Duration::from_secs(amount.saturating_mul(3600)),
-        _ => return Err(bad()),
-    };
+    let duration = any_duration(text)?;
     if duration.is_zero() {
         return Err(format!("{text:?} must be greater than zero"));
-    }
-    if duration > MAX_DURATION {
-        return Err(format!("{text:?} is longer than the limit of 365 days"));
     }
     Ok(duration)
 }
 
 /// A duration, or zero (`0s`, `0`) for keys where zero means "off".
 pub fn duration_or_zero(text: &str) -> Result<Duration, String> {
-    let digits = text
-        .trim()
-        .trim_end_matches(|ch: char| ch.is_ascii_alphabetic());
-    match digits.parse::<u64>() {
-        Ok(0) if matches!(text.trim(), "0" | "0ms" | "0s" | "0m" | "0h") => Ok(Duration::ZERO),
-        _ => duration(text),
+    match text.trim() {
+        "0" => Ok(Duration::ZERO),
+        text => any_duration(text),
     }
+}
+
+/// A duration of zero or more, at most `MAX_DURATION`.
+fn any_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("{text:?} is not a duration (write it like 15s, 250ms, 1m30s, 1.5s or 2h)");
+    // Plain digits are a number without its unit, which humantime would
+    // refuse too; say what is missing.
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text:?} needs a unit (15s, 250ms, 5m)"));
+    }
+    let duration = match text.contains('.') {
+        false => humantime::parse_duration(text).map_err(|_| bad())?,
+        true => fractional_duration(text).ok_or_else(bad)?,
+    };
+    if duration > MAX_DURATION {
+        return Err(format!("{text:?} is longer than the limit of 365 days"));
+    }
+    Ok(duration)
+}
+
+/// `1.5s`, `1m 0.5s`: spans of `<digits>[.<digits>]<unit>`, each unit as
+/// `humantime` names it, summed exactly (to the nanosecond, rounded down).
+fn fractional_duration(text: &str) -> Option<Duration> {
+    let mut total_ns: u128 = 0;
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let n_number = rest
+            .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(n_number);
+        let n_unit = after
+            .find(|ch: char| !ch.is_ascii_alphabetic())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(n_unit);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let fraction_ok = match number.contains('.') {
+            true => !fraction.is_empty() && fraction.bytes().all(|b| b.is_ascii_digit()),
+            false => true,
+        };
+        if whole.is_empty() || unit.is_empty() || !fraction_ok {
+            return None;
+        }
+        let unit_ns = humantime::parse_duration(&format!("1{unit}"))
+            .ok()?
+            .as_nanos();
+        let whole: u128 = whole.parse().ok()?;
+        let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+        let fraction: u128 = match fraction {
+            "" => 0,
+            digits => digits.parse().ok()?,
+        };
+        let span = whole
+            .checked_mul(unit_ns)?
+            .checked_add(fraction.checked_mul(unit_ns)? / scale)?;
+        total_ns = total_ns.checked_add(span)?;
+        rest = after.trim_start();
+    }
+    let secs = u64::try_from(total_ns / 1_000_000_000).ok()?;
+    Some(Duration::new(secs, (total_ns % 1_000_000_000) as u32))
 }
 
 /// A whole number within `min..=max`.
@@ -53,21 +97,41 @@ pub fn count(text: &str, min: usize, max: usize) -> Result<usize, String> {
     in_range(n, min, max, text)
 }
 
-/// A size in bytes: `65536`, `64KiB`, `1MiB` or `2GiB`, within `min..=max`.
+/// A size in bytes: `65536`, `64KiB`, `1MiB`, `2GiB`, or a fraction of a
+/// unit (`1.5MiB`, rounded down to the byte), within `min..=max`.
 pub fn bytes(text: &str, min: usize, max: usize) -> Result<usize, String> {
     let trimmed = text.trim();
-    let (digits, multiplier) = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]
+    let (number, multiplier) = [("KiB", 1u128 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]
         .into_iter()
         .find_map(|(unit, multiplier)| Some((trimmed.strip_suffix(unit)?, multiplier)))
         .unwrap_or((trimmed, 1));
-    let n: usize = digits.parse().map_err(|_| {
-        format!("{text:?} is not a size (write it like 65536, 64KiB, 1MiB or 2GiB)")
-    })?;
-    // Past `usize::MAX` is outside every range, even one that ends there
-    // (saturating took `17179869184GiB` for `usize::MAX` bytes).
-    let size = n
+    let bad = || format!("{text:?} is not a size (write it like 65536, 64KiB, 1.5MiB or 2GiB)");
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    // A fraction needs a unit: there is no half a byte.
+    if !digits(whole) || (number.contains('.') && (!digits(fraction) || multiplier == 1)) {
+        return Err(bad());
+    }
+    let out_of_range = || format!("{text:?} is outside the allowed range {min}..={max}");
+    // Digits past u128 (or past usize after scaling) are outside every range,
+    // even one that ends at usize::MAX.
+    let whole: u128 = whole.parse().map_err(|_| out_of_range())?;
+    let fraction_bytes = match fraction {
+        "" => 0,
+        digits => {
+            let scale = u32::try_from(digits.len())
+                .ok()
+                .and_then(|n| 10u128.checked_pow(n))
+                .ok_or_else(bad)?;
+            let value: u128 = digits.parse().map_err(|_| bad())?;
+            value.checked_mul(multiplier).ok_or_else(bad)? / scale
+        }
+    };
+    let size = whole
         .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text:?} is outside the allowed range {min}..={max}"))?;
+        .and_then(|n| n.checked_add(fraction_bytes))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(out_of_range)?;
     in_range(size, min, max, text)
 }
 
@@ -194,11 +258,22 @@ mod tests {
         assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(duration("2h"), Ok(Duration::from_secs(7200)));
+        // humantime's forms, and fractions it does not take.
+        assert_eq!(duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("2h 5min"), Ok(Duration::from_secs(7500)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("0.25h"), Ok(Duration::from_secs(900)));
+        assert_eq!(duration("1m 0.5s"), Ok(Duration::from_millis(60_500)));
+        assert_eq!(duration("1d"), Ok(Duration::from_secs(86_400)));
         for bad in [
-            "", "15", "s", "1.5s", "-1s", "15 s", "15x", "0s", "9999999h",
+            "", "15", "s", "-1s", "15x", "0s", "0.0s", "9999999h", "1.s", ".5s", "1.5", "1..5s",
+            "1.5x", "400d",
         ] {
             assert!(duration(bad).is_err(), "{bad:?} accepted");
         }
+        assert!(duration("15").unwrap_err().contains("needs a unit"));
+        assert_eq!(duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(duration_or_zero("0.0s"), Ok(Duration::ZERO));
     }
 
     #[test]
@@ -207,7 +282,12 @@ mod tests {
         assert_eq!(bytes("1MiB", 1, usize::MAX), Ok(1 << 20));
         assert_eq!(bytes("2GiB", 1, usize::MAX), Ok(2 << 30));
         assert_eq!(bytes("100", 1, usize::MAX), Ok(100));
-        assert!(bytes("64kb", 1, usize::MAX).is_err());
+        assert_eq!(bytes("1.5MiB", 1, usize::MAX), Ok(3 << 19));
+        assert_eq!(bytes("0.5KiB", 1, usize::MAX), Ok(512));
+        assert_eq!(bytes("0.001KiB", 0, usize::MAX), Ok(1));
+        for bad in ["64kb", "1.5", "1.MiB", ".5MiB", "1.5.2KiB", "KiB", "-1KiB"] {
+            assert!(bytes(bad, 0, usize::MAX).is_err(), "{bad:?} accepted");
+        }
         assert!(count("0", 1, 10).is_err());
         assert!(count("11", 1, 10).is_err());
         assert_eq!(count("10", 1, 10), Ok(10));
@@ -262,34 +342,70 @@ mod tests {
 
     /// The documented forms, in exact arithmetic, as the fuzz target
     /// `config_value` checks them (milliseconds; bytes).
+    /// Spans of `<digits>[.<digits>]<ms|s|m|h>` run together (`1m30s`,
+    /// `1.5s`), in nanoseconds, exactly (rounded down); `None` for any other
+    /// form (humantime takes more, which the reference does not judge).
     fn exact_duration(text: &str) -> Option<u128> {
-        let text = text.trim();
-        let split = text.bytes().take_while(u8::is_ascii_digit).count();
-        let amount = u128::from(text[..split].parse::<u64>().ok()?);
-        let unit_ms = match &text[split..] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return None,
-        };
-        Some(amount * unit_ms)
+        let mut rest = text.trim();
+        let mut total: u128 = 0;
+        if rest.is_empty() {
+            return None;
+        }
+        while !rest.is_empty() {
+            let whole_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let whole: u128 = rest[..whole_len].parse().ok()?;
+            rest = &rest[whole_len..];
+            let (fraction, scale) = match rest.strip_prefix('.') {
+                Some(after) => {
+                    let n = after.bytes().take_while(u8::is_ascii_digit).count();
+                    let value: u128 = after[..n].parse().ok()?;
+                    rest = &after[n..];
+                    (value, 10u128.checked_pow(u32::try_from(n).ok()?)?)
+                }
+                None => (0, 1),
+            };
+            let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+            let unit_ns: u128 = match &rest[..unit_len] {
+                "ms" => 1_000_000,
+                "s" => 1_000_000_000,
+                "m" => 60_000_000_000,
+                "h" => 3_600_000_000_000,
+                _ => return None,
+            };
+            rest = &rest[unit_len..];
+            total = total
+                .checked_add(whole.checked_mul(unit_ns)?)?
+                .checked_add(fraction.checked_mul(unit_ns)? / scale)?;
+        }
+        Some(total)
     }
 
+    /// `<digits>[KiB|MiB|GiB]`, or `<digits>.<digits>` with a unit, in
+    /// bytes, exactly (rounded down).
     fn exact_size(text: &str) -> Option<u128> {
         let text = text.trim();
-        let (digits, unit) = [("KiB", 1u128 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]
+        let (number, unit) = [("KiB", 1u128 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]
             .into_iter()
             .find_map(|(suffix, unit)| Some((text.strip_suffix(suffix)?, unit)))
             .unwrap_or((text, 1));
-        Some(digits.parse::<usize>().ok()? as u128 * unit)
+        let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        match number.split_once('.') {
+            None if all_digits(number) => number.parse::<u128>().ok()?.checked_mul(unit),
+            Some((whole, fraction)) if unit > 1 && all_digits(whole) && all_digits(fraction) => {
+                let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+                let whole = whole.parse::<u128>().ok()?.checked_mul(unit)?;
+                whole.checked_add(fraction.parse::<u128>().ok()?.checked_mul(unit)? / scale)
+            }
+            _ => None,
+        }
     }
 
     proptest! {
         #[test]
         fn values_are_what_was_written_and_within_range(
             text in prop_oneof![
-                "\\s?[0-9]{0,21}(ms|s|m|h|KiB|MiB|GiB|kb|x|)\\s?",
+                "\\s?[0-9]{0,21}(\\.[0-9]{0,4})?(ms|s|m|h|KiB|MiB|GiB|kb|x|)\\s?",
+                "([0-9]{1,3}(\\.[0-9]{1,3})?(ms|s|m|h)){1,3}",
                 any::<String>(),
             ],
             (min, max) in prop_oneof![
@@ -298,15 +414,16 @@ mod tests {
                 (0..=usize::MAX, 0..=usize::MAX),
             ],
         ) {
-            let max_ms = MAX_DURATION.as_millis();
+            let max_ns = MAX_DURATION.as_nanos();
+            let exact = exact_duration(&text);
             match duration(&text) {
                 Ok(d) => {
                     prop_assert!(!d.is_zero() && d <= MAX_DURATION);
-                    prop_assert_eq!(Some(d.as_millis()), exact_duration(&text));
+                    if let Some(ns) = exact {
+                        prop_assert_eq!(d.as_nanos(), ns);
+                    }
                 }
-                Err(_) => prop_assert!(
-                    !exact_duration(&text).is_some_and(|ms| (1..=max_ms).contains(&ms))
-                ),
+                Err(_) => prop_assert!(!exact.is_some_and(|ns| (1..=max_ns).contains(&ns))),
             }
             if let Ok(d) = duration_or_zero(&text) {
                 prop_assert!(d <= MAX_DURATION);
