@@ -184,6 +184,9 @@ pub struct Authorizer {
     publish_token: Option<Box<[u8]>>,
     sources: credentials::Sources,
     max_stream_lifetime: Option<Duration>,
+    /// Every refusal is counted here (`ssegate_auth_denied_total`), by
+    /// whichever handler asked.
+    metrics: Arc<Metrics>,
 }
 
 impl Authorizer {
@@ -201,7 +204,7 @@ impl Authorizer {
                 url,
                 auth.subscribe_auth_timeout,
                 auth.subscribe_auth_cache,
-                metrics,
+                Arc::clone(&metrics),
             )),
             _ => None,
         };
@@ -216,7 +219,16 @@ impl Authorizer {
                 .map(|token| token.as_bytes().into()),
             sources: credentials::Sources::of(auth),
             max_stream_lifetime: Some(auth.max_stream_lifetime).filter(|d| !d.is_zero()),
+            metrics,
         })
+    }
+
+    /// `decision`, with a refusal counted by its reason.
+    fn counted<T>(&self, decision: Result<T, AuthError>) -> Result<T, AuthError> {
+        if let Err(refused) = &decision {
+            self.metrics.auth_denied(refused.denied_reason());
+        }
+        decision
     }
 
     /// Whether subscribes are checked at all (`subscribe_auth` not `none`).
@@ -226,6 +238,16 @@ impl Authorizer {
 
     /// Decides a subscribe to `topics` by the request `head` from `client`.
     pub async fn subscribe(
+        &self,
+        head: &Parts,
+        client: Option<IpAddr>,
+        topics: &[TopicName],
+    ) -> Result<Access, AuthError> {
+        let decision = self.decide_subscribe(head, client, topics).await;
+        self.counted(decision)
+    }
+
+    async fn decide_subscribe(
         &self,
         head: &Parts,
         client: Option<IpAddr>,
@@ -333,16 +355,23 @@ impl Authorizer {
     /// configured, the `Authorization` header must carry the static token
     /// or a JWT whose publish grants cover the topic.
     pub fn publish(&self, headers: &HeaderMap, topic: &str) -> Result<(), AuthError> {
-        match self.publish_scope(headers)?.allows(topic) {
-            true => Ok(()),
-            false => Err(AuthError::InsufficientScope),
-        }
+        let decision =
+            self.decide_publish_scope(headers)
+                .and_then(|scope| match scope.allows(topic) {
+                    true => Ok(()),
+                    false => Err(AuthError::InsufficientScope),
+                });
+        self.counted(decision)
     }
 
     /// The topics the request's credential may publish to, which are also
     /// the ones the topic API shows it: every topic for the static token
     /// (or where publishing needs none), a JWT's publish grants otherwise.
     pub fn publish_scope(&self, headers: &HeaderMap) -> Result<PublishScope, AuthError> {
+        self.counted(self.decide_publish_scope(headers))
+    }
+
+    fn decide_publish_scope(&self, headers: &HeaderMap) -> Result<PublishScope, AuthError> {
         if self.publish_token.is_none() && self.jwt.is_none() {
             return Ok(PublishScope::All);
         }

@@ -30,10 +30,7 @@ pub async fn handle(
 ) -> Result<HttpResponse, ApiError> {
     // Before the topic's own checks: without a credential, nothing else
     // about the request is judged.
-    if let Err(refused) = state.auth.publish(&head.headers, raw_topic) {
-        state.metrics.auth_denied(refused.denied_reason());
-        return Err(refused.into());
-    }
+    state.auth.publish(&head.headers, raw_topic)?;
     let topic = TopicStr::parse(raw_topic)?;
     let event_type = event_type(head.uri.query())?;
     let content_type = head

@@ -71,13 +71,7 @@ pub async fn open(
         .client_limits
         .open_stream(client)
         .map_err(|full| ApiError::AddressStreamLimit { max: full.max })?;
-    let access = match state.auth.subscribe(req, client, &topics).await {
-        Ok(access) => access,
-        Err(refused) => {
-            state.metrics.auth_denied(refused.denied_reason());
-            return Err(refused.into());
-        }
-    };
+    let access = state.auth.subscribe(req, client, &topics).await?;
     let subscription = match &state.cluster {
         None => state
             .registry

@@ -34,10 +34,7 @@ pub async fn one(
     raw_topic: &str,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    if let Err(refused) = state.auth.publish(&head.headers, raw_topic) {
-        state.metrics.auth_denied(refused.denied_reason());
-        return Err(refused.into());
-    }
+    state.auth.publish(&head.headers, raw_topic)?;
     let topic = TopicStr::parse(raw_topic)?;
     let (name, summary) = state
         .registry
@@ -50,13 +47,7 @@ pub async fn one(
 
 /// `GET /topics?prefix=orders/&limit=100&after=orders/41`.
 pub async fn page(head: &Parts, state: &AppState) -> Result<HttpResponse, ApiError> {
-    let scope = match state.auth.publish_scope(&head.headers) {
-        Ok(scope) => scope,
-        Err(refused) => {
-            state.metrics.auth_denied(refused.denied_reason());
-            return Err(refused.into());
-        }
-    };
+    let scope = state.auth.publish_scope(&head.headers)?;
     let query = head.uri.query();
     let prefix = query::single(query, "prefix")?.unwrap_or_default();
     let after = query::single(query, "after")?;
