@@ -584,11 +584,7 @@ impl Registry {
                 .cmp(&(a.0, a.1))
                 .then_with(|| a.2.name().as_str().cmp(b.2.name().as_str()))
         };
-        if ranked.len() > n && n > 0 {
-            ranked.select_nth_unstable_by(n - 1, busier);
-        }
-        ranked.truncate(n);
-        ranked.sort_unstable_by(busier);
+        keep_first(&mut ranked, n, busier);
         ranked
             .into_iter()
             .map(|(n_subscribers, n_buffered, topic)| TopicOccupancy {
@@ -623,12 +619,9 @@ impl Registry {
             })
             .map(|entry| Arc::clone(entry.value()))
             .collect();
-        let by_name = |a: &Arc<Topic>, b: &Arc<Topic>| a.name().as_str().cmp(b.name().as_str());
-        if chosen.len() > limit && limit > 0 {
-            chosen.select_nth_unstable_by(limit - 1, by_name);
-        }
-        chosen.truncate(limit);
-        chosen.sort_unstable_by(by_name);
+        keep_first(&mut chosen, limit, |a, b| {
+            a.name().as_str().cmp(b.name().as_str())
+        });
         chosen
             .into_iter()
             .map(|topic| (topic.name().clone(), topic.summary()))
@@ -653,6 +646,21 @@ impl Registry {
         let n_events = topics.iter().map(|topic| topic.buffered().0).sum();
         (n_events, self.settings.buffer.total_bytes())
     }
+}
+
+/// Keeps the first `n` of `items` in `order`, sorted: a partial selection
+/// first, so that only what is kept gets sorted (the status page and the
+/// topic API pick a few topics out of all of them).
+fn keep_first<T>(
+    items: &mut Vec<T>,
+    n: usize,
+    mut order: impl FnMut(&T, &T) -> std::cmp::Ordering,
+) {
+    if items.len() > n && n > 0 {
+        items.select_nth_unstable_by(n - 1, &mut order);
+    }
+    items.truncate(n);
+    items.sort_unstable_by(order);
 }
 
 /// One of the `max_subscribers` slots, taken by a subscribe before it
