@@ -863,15 +863,10 @@ async fn the_topic_api_shows_a_jwt_only_the_topics_it_may_publish_to() {
             .header("authorization", format!("Bearer {granted}"))
             .send()
     };
-    let page: Value = serde_json::from_str(
-        &get("/topics")
-            .await
-            .expect("page")
-            .text()
-            .await
-            .expect("body"),
-    )
-    .expect("JSON");
+    let json = |response: reqwest::Response| async move {
+        serde_json::from_str::<Value>(&response.text().await.expect("body")).expect("JSON")
+    };
+    let page = json(get("/topics").await.expect("page")).await;
     let names: Vec<&str> = page["topics"]
         .as_array()
         .expect("topics")
@@ -885,15 +880,7 @@ async fn the_topic_api_shows_a_jwt_only_the_topics_it_may_publish_to() {
     assert_eq!(other.status(), 403);
     assert_eq!(other.headers()["www-authenticate"], SCOPE);
     // A page asked for one topic at a time still skips what is not granted.
-    let page: Value = serde_json::from_str(
-        &get("/topics?limit=1&after=orders/2")
-            .await
-            .expect("page")
-            .text()
-            .await
-            .expect("body"),
-    )
-    .expect("JSON");
+    let page = json(get("/topics?limit=1&after=orders/2").await.expect("page")).await;
     assert_eq!(page["topics"].as_array().expect("topics").len(), 0);
     assert_eq!(page["next_after"], Value::Null);
 }

@@ -116,11 +116,8 @@ async fn header_read_timeout_bounds_the_first_head_too() {
     assert_eq!(metric(server.addr, first_request).await, 0.0);
 }
 
-#[tokio::test]
-async fn a_later_request_dripping_its_headers_is_closed() {
-    let mut config = short_deadlines();
-    config.first_request_timeout = Duration::from_secs(10);
-    let server = TestServer::start(config).await;
+/// A connection whose first request has been answered, kept alive.
+async fn kept_alive(server: &TestServer) -> TcpStream {
     let mut socket = TcpStream::connect(server.addr).await.expect("connect");
     socket
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -129,6 +126,15 @@ async fn a_later_request_dripping_its_headers_is_closed() {
     let mut buf = [0u8; 512];
     let n = socket.read(&mut buf).await.expect("first response");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    socket
+}
+
+#[tokio::test]
+async fn a_later_request_dripping_its_headers_is_closed() {
+    let mut config = short_deadlines();
+    config.first_request_timeout = Duration::from_secs(10);
+    let server = TestServer::start(config).await;
+    let mut socket = kept_alive(&server).await;
     let answer = drip_head(&mut socket, b"GET /healthz HTTP/1.1\r\n").await;
     assert!(
         answer.is_empty(),
@@ -149,20 +155,14 @@ async fn a_head_pipelined_behind_a_stream_is_timed_from_its_first_byte() {
     config.header_read_timeout = Duration::from_secs(2);
     config.auth.max_stream_lifetime = Duration::from_secs(2);
     let server = TestServer::start(config).await;
-    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
-    socket
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("first request");
-    let mut buf = [0u8; 512];
-    let n = socket.read(&mut buf).await.expect("first response");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut socket = kept_alive(&server).await;
     // Not a first head, so hyper serves this stream on the kept-alive
     // connection, and the next head can start behind it.
     socket
         .write_all(b"GET /subscribe/piped HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("subscribe");
+    let mut buf = [0u8; 512];
     let n = socket.read(&mut buf).await.expect("stream head");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     let started = tokio::time::Instant::now();
