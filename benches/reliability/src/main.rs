@@ -115,7 +115,7 @@ fn main() {
     let n_files = raise_fd_limit();
     // Only root may raise its priority; see whether this process may.
     let niced = args.nice != 0 && can_raise_priority(args.nice);
-    let core = match !args.no_pin && n_cpus() >= 2 && pin_self_to(1) {
+    let core = match !args.no_pin && n_cpus() >= 2 && has_taskset() && pin_self_to(1) {
         true => Some(0),
         false => None,
     };
@@ -272,6 +272,14 @@ fn can_raise_priority(nice: i32) -> bool {
     std::thread::spawn(move || probe::set_thread_nice(nice))
         .join()
         .unwrap_or(false)
+}
+
+/// Whether `taskset` (util-linux), which pins each gateway, is there.
+fn has_taskset() -> bool {
+    std::process::Command::new("taskset")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 fn n_cpus() -> usize {

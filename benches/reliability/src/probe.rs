@@ -72,6 +72,16 @@ pub struct Window {
     pub n_subscribes: u64,
 }
 
+/// Scheduler jitter on a shared machine: a p99 within this of its
+/// baseline is never called worse, whatever the ratio (a ratio of two
+/// sub-millisecond p99s measures the machine, not the gateway).
+pub const JITTER_MS: f64 = 1.0;
+
+/// Whether `value` is within `ratio` × `baseline`, or `JITTER_MS` of it.
+pub fn within(value: f64, baseline: f64, ratio: f64) -> bool {
+    value <= (baseline * ratio).max(baseline + JITTER_MS)
+}
+
 /// What the probe saw over its whole life.
 #[derive(Debug, Clone, Copy)]
 pub struct Report {

@@ -34,6 +34,27 @@ pub fn tcp_queues(local: u16, remote: u16) -> Option<(u64, u64)> {
     })
 }
 
+/// Memory the kernel holds for all TCP sockets (`/proc/net/sockstat`,
+/// `TCP: ... mem <pages>`), in KiB.
+pub fn tcp_memory_kib() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = stat.lines().find(|line| line.starts_with("TCP:"))?;
+    let mut fields = line.split_whitespace();
+    fields.find(|&f| f == "mem")?;
+    Some(fields.next()?.parse::<u64>().ok()? * page_kib())
+}
+
+/// The hard limit of `tcp_mem` (its third figure), in KiB.
+pub fn tcp_memory_limit_kib() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").ok()?;
+    Some(limits.split_whitespace().nth(2)?.parse::<u64>().ok()? * page_kib())
+}
+
+fn page_kib() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) / 1024) as u64
+}
+
 /// Writes `pieces` one at a time, each only once the gateway has read
 /// everything before it (its socket's receive queue is empty), until
 /// `done()`, until the gateway stops reading for a second, or until it

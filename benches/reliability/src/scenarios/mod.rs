@@ -14,8 +14,10 @@ use crate::row::Row;
 
 pub mod churn;
 pub mod h2_abuse;
+mod h2_attacks;
 pub mod kill9;
 pub mod malformed;
+mod malformed_cases;
 pub mod publish_bodies;
 pub mod seam;
 pub mod seam_check;
