@@ -429,6 +429,15 @@ fn configure_socket(stream: &TcpStream, config: &Config) {
     if let Err(err) = socket.set_tcp_keepalive(&keepalive) {
         tracing::debug!(cause = %err, "cannot enable TCP keepalive");
     }
+    // Left to autotuning, the kernel grows the send buffer of a subscriber
+    // that stopped reading to `tcp_wmem`'s maximum (4 MiB by default): a
+    // thousand such readers pin gigabytes of kernel memory, shared with every
+    // other socket, and `write_timeout` only starts once that buffer is full.
+    if config.socket_send_buffer_bytes > 0
+        && let Err(err) = socket.set_send_buffer_size(config.socket_send_buffer_bytes)
+    {
+        tracing::debug!(cause = %err, "cannot set SO_SNDBUF");
+    }
     // A peer that vanished without FIN or RST leaves heartbeats unacknowledged
     // in the send buffer, which never fills and suspends keepalive probes:
     // only this bounds how long such a subscriber is kept (about one

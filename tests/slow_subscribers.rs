@@ -146,3 +146,72 @@ async fn a_publisher_does_not_wait_for_a_small_buffer_subscriber() {
         assert_eq!(reply.subscribers, 1);
     }
 }
+
+/// Bytes queued in the kernel on the gateway's side of the connection from
+/// `client` (`tx_queue` in `/proc/net/tcp`).
+#[cfg(target_os = "linux")]
+fn gateway_send_queue(gateway: std::net::SocketAddr, client: std::net::SocketAddr) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |field: &str| u16::from_str_radix(field.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, queues) = (fields.get(1)?, fields.get(2)?, fields.get(4)?);
+        if port(local)? != gateway.port() || port(remote)? != client.port() {
+            return None;
+        }
+        u64::from_str_radix(queues.split(':').next()?, 16).ok()
+    })
+}
+
+/// Left to autotuning, the kernel grows a stuck subscriber's send buffer to
+/// `tcp_wmem`'s maximum (4 MiB): a thousand of them pin gigabytes of kernel
+/// memory. `socket_send_buffer_bytes` caps it (the kernel doubles it).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_reader_pins_no_more_kernel_memory_than_the_send_buffer_allows() {
+    const EVENT_BYTES: usize = 16 * 1024;
+    let server = ServerProcess::start(&[
+        "--write-timeout",
+        "30s",
+        "--buffer-events",
+        "1024",
+        "--socket-send-buffer-bytes",
+        "128KiB",
+    ]);
+    let stuck = small_buffer_subscriber(server.addr, "pinned").await;
+    let client_addr = stuck.local_addr().expect("local addr");
+    eventually("the subscriber is registered", || async {
+        metric(server.addr, "ssegate_subscribers").await == 1.0
+    })
+    .await;
+    let publisher = client();
+    let url = server.url("/publish/pinned");
+    // 8 MiB: twice what autotuning would let the kernel queue.
+    for seq in 0..512 {
+        common::publish_to(&publisher, &url, payload(seq, EVENT_BYTES)).await;
+    }
+    // The writes stop once the send buffer is full; wait until the queue
+    // stops growing.
+    let mut queued = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now =
+            gateway_send_queue(server.addr, client_addr).expect("the connection in /proc/net/tcp");
+        if now == queued && now > 0 {
+            break;
+        }
+        queued = now;
+    }
+    eprintln!("kernel send queue of the stuck subscriber: {queued} bytes");
+    assert!(
+        queued > 0,
+        "the gateway wrote nothing to the stuck subscriber"
+    );
+    // 128 KiB doubled by the kernel, with room for its accounting.
+    assert!(
+        queued <= 384 * 1024,
+        "the kernel queued {queued} bytes for a subscriber that never reads"
+    );
+    assert_eq!(metric(server.addr, "ssegate_subscribers").await, 1.0);
+    drop(stuck);
+}

@@ -331,6 +331,22 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "socket_send_buffer_bytes",
+        value_name: "BYTES",
+        default: "256KiB",
+        help: "Kernel send buffer of each connection (SO_SNDBUF; 0: the kernel's autotuning, up to net.ipv4.tcp_wmem's maximum).",
+        apply: |c, v| {
+            let size = bytes(v, 0, 64 << 20)?;
+            if (1..4096).contains(&size) {
+                return Err(format!(
+                    "{v:?} is below 4096 (write 0 for the kernel's autotuning)"
+                ));
+            }
+            c.socket_send_buffer_bytes = size;
+            Ok(())
+        },
+    },
+    Key {
         name: "http2_keep_alive_interval",
         value_name: "DURATION",
         default: "20s",

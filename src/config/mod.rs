@@ -54,6 +54,8 @@ pub struct Config {
     pub keep_alive_timeout: Duration,
     pub request_body_timeout: Duration,
     pub connection_buffer_bytes: usize,
+    /// `SO_SNDBUF` of each accepted socket; zero: the kernel's autotuning.
+    pub socket_send_buffer_bytes: usize,
     pub http2_keep_alive_interval: Duration,
     pub http2_keep_alive_timeout: Duration,
     pub http2_max_concurrent_streams: u32,
@@ -170,6 +172,7 @@ impl Default for Config {
             keep_alive_timeout: Duration::ZERO,
             request_body_timeout: Duration::ZERO,
             connection_buffer_bytes: 0,
+            socket_send_buffer_bytes: 0,
             http2_keep_alive_interval: Duration::ZERO,
             http2_keep_alive_timeout: Duration::ZERO,
             http2_max_concurrent_streams: 0,
