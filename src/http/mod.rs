@@ -15,8 +15,8 @@
 //! `GET /status/events`. Anything else is 404, or 405 with `Allow`
 //! on a known path.
 
-mod batch;
 mod access_log;
+mod batch;
 pub mod body;
 mod cors;
 pub mod direct;
@@ -25,8 +25,8 @@ mod ops;
 mod publish;
 pub(crate) mod query;
 pub mod reply;
-mod topics;
 pub(crate) mod subscribe;
+mod topics;
 
 use std::sync::Arc;
 
