@@ -13,6 +13,18 @@
 //! client arrives from a few such addresses. IPv6 clients are counted per
 //! /64, since one host usually holds a whole /64.
 //!
+//! Past `max_connections`, `PROBE_SLOTS` more connections are still
+//! admitted, to be answered only `/healthz`, `/readyz` and `/metrics` (every
+//! other request gets a temporary refusal): an orchestrator's probe opens a
+//! new connection each time, and a gateway full of subscribers is healthy,
+//! not dead.
+//!
+//! `max_connections` is kept below the open-file limit, with room for the
+//! probe slots and for the descriptors the server needs besides client
+//! connections (the listener, Redis, forward authorization, TLS files): a
+//! full server refuses at accept instead of running out of descriptors,
+//! where `accept` itself fails and nobody can be answered.
+//!
 //! The counts live here and nowhere else: a permit is the only way to hold a
 //! slot, and dropping it gives the slot back.
 
@@ -25,6 +37,24 @@ use dashmap::mapref::entry::Entry;
 use ipnet::IpNet;
 
 use crate::config::Config;
+
+/// Connections admitted past `max_connections` for health checks only.
+pub const PROBE_SLOTS: usize = 32;
+
+/// Descriptors kept for everything but client connections, out of
+/// `open_files`.
+fn reserved_descriptors(open_files: u64) -> u64 {
+    (open_files / 32).max(64) + PROBE_SLOTS as u64
+}
+
+/// `configured` lowered, if need be, to what `open_files` descriptors can
+/// hold beside the reserve.
+pub fn max_connections_within(configured: usize, open_files: u64) -> usize {
+    let room = open_files.saturating_sub(reserved_descriptors(open_files));
+    configured
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(1)
+}
 
 pub struct ClientLimits {
     max_connections: usize,
@@ -80,6 +110,16 @@ pub struct ConnectionPermit {
     limits: Arc<ClientLimits>,
     /// The counted address; `None` when exempt.
     counted: Option<IpAddr>,
+    /// Admitted past `max_connections`, into a probe slot.
+    probes_only: bool,
+}
+
+impl ConnectionPermit {
+    /// Whether this connection may only be answered health checks and
+    /// metrics (it holds one of the `PROBE_SLOTS`).
+    pub fn probes_only(&self) -> bool {
+        self.probes_only
+    }
 }
 
 /// One subscriber stream's slot under its address; given back on drop.
@@ -100,8 +140,11 @@ impl std::fmt::Debug for ClientLimits {
 
 impl ClientLimits {
     pub fn new(config: &Config) -> Arc<ClientLimits> {
+        let open_files =
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft);
+        let max_connections = max_connections_within(config.max_connections, open_files);
         Arc::new(ClientLimits {
-            max_connections: config.max_connections,
+            max_connections,
             max_connections_per_address: config.max_connections_per_address,
             max_streams_per_address: config.max_streams_per_address,
             exempt: config.address_limits_exempt.clone(),
@@ -110,15 +153,17 @@ impl ClientLimits {
         })
     }
 
-    /// Admits a connection from `client`, or says which limit is full.
+    /// Admits a connection from `client` (past `max_connections`, into a
+    /// probe slot while one is free), or says which limit is full.
     pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<ConnectionPermit, ConnectionRefusal> {
         let before = self.n_connections.fetch_add(1, Ordering::AcqRel);
         // From here on the permit gives the total back, whatever happens.
         let mut permit = ConnectionPermit {
             limits: Arc::clone(self),
             counted: None,
+            probes_only: before >= self.max_connections,
         };
-        if before >= self.max_connections {
+        if before >= self.max_connections.saturating_add(PROBE_SLOTS) {
             return Err(ConnectionRefusal::MaxConnections);
         }
         let Some(key) = self.counted_key(client, self.max_connections_per_address) else {
@@ -159,6 +204,12 @@ impl ClientLimits {
         held.streams += 1;
         permit.counted = Some(key);
         Ok(permit)
+    }
+
+    /// The `max_connections` in force (lowered to fit the open-file limit,
+    /// if it had to be).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// Connections held now.
@@ -247,14 +298,39 @@ mod tests {
         );
         let _b = limits.admit(ip("192.0.2.2")).expect("another address");
         let _c = limits.admit(ip("192.0.2.3")).expect("fourth");
-        let _d = limits.admit(ip("192.0.2.4")).expect("fifth");
+        let d = limits.admit(ip("192.0.2.4")).expect("fifth");
+        assert!(!d.probes_only());
+        let probes: Vec<_> = (0..PROBE_SLOTS)
+            .map(|i| {
+                let client = ip(&format!("198.51.100.{i}"));
+                limits.admit(client).expect("a probe slot")
+            })
+            .collect();
+        assert!(probes.iter().all(ConnectionPermit::probes_only));
         assert_eq!(
             limits.admit(ip("192.0.2.5")).err(),
             Some(ConnectionRefusal::MaxConnections)
         );
+        drop(probes);
         drop(a1);
         assert_eq!(limits.n_connections(), 4);
-        let _a3 = limits.admit(ip("192.0.2.1")).expect("a slot freed");
+        let a3 = limits.admit(ip("192.0.2.1")).expect("a slot freed");
+        assert!(!a3.probes_only());
+    }
+
+    #[test]
+    fn max_connections_leaves_descriptors_for_the_rest() {
+        assert_eq!(max_connections_within(110_000, 1 << 20), 110_000);
+        // 1024 open files: 64 reserved, and the probe slots.
+        assert_eq!(max_connections_within(110_000, 1024), 1024 - 64 - 32);
+        assert_eq!(max_connections_within(500, 1024), 500);
+        // A thirty-second of a large limit, for forward-authorization
+        // connections and the like.
+        assert_eq!(
+            max_connections_within(usize::MAX, 65_536),
+            65_536 - 2048 - 32
+        );
+        assert_eq!(max_connections_within(100, 50), 1);
     }
 
     #[test]
@@ -290,9 +366,11 @@ mod tests {
         let held: Vec<_> = (0..5)
             .map(|_| limits.admit(ip("10.1.2.3")).expect("exempt"))
             .collect();
-        assert_eq!(
-            limits.admit(ip("127.0.0.1")).err(),
-            Some(ConnectionRefusal::MaxConnections)
+        assert!(
+            limits
+                .admit(ip("127.0.0.1"))
+                .expect("a probe slot")
+                .probes_only()
         );
         drop(held);
         assert!(limits.by_address.is_empty());

@@ -23,7 +23,7 @@ use std::task::Waker;
 
 use slab::Slab;
 
-use crate::client_limits::StreamPermit;
+use crate::client_limits::{ConnectionPermit, StreamPermit};
 use tokio::time::Instant;
 
 #[derive(Debug, Default)]
@@ -40,6 +40,9 @@ pub struct ConnectionState {
     open_subscriptions: AtomicUsize,
     /// The client's address, for `X-Forwarded-For` on forward authorization.
     client: Option<IpAddr>,
+    /// Admitted past `max_connections` into a probe slot: answered health
+    /// checks and metrics only (`client_limits::PROBE_SLOTS`).
+    probes_only: bool,
     /// The reader parked while a request was in flight. hyper does not read
     /// again until the socket wakes it, so when the last response finishes
     /// the reader is woken here to start the keep-alive deadline.
@@ -98,11 +101,18 @@ pub struct Activity {
 }
 
 impl ConnectionState {
-    pub fn new(client: IpAddr) -> Arc<ConnectionState> {
+    pub fn new(client: IpAddr, permit: &ConnectionPermit) -> Arc<ConnectionState> {
         Arc::new(ConnectionState {
             client: Some(client),
+            probes_only: permit.probes_only(),
             ..ConnectionState::default()
         })
+    }
+
+    /// Whether this connection holds a probe slot and may be answered
+    /// health checks and metrics only.
+    pub fn probes_only(&self) -> bool {
+        self.probes_only
     }
 
     /// The address the connection came from.

@@ -91,6 +91,11 @@ pub enum ApiError {
     AddressStreamLimit {
         max: usize,
     },
+    /// A request on a connection admitted past `max_connections`, which is
+    /// answered health checks and metrics only.
+    ConnectionLimit {
+        max: usize,
+    },
     /// An HTTP/1 request head that does not parse (hyper refused it before
     /// any handler ran; `http::head_refusals` gives its answer this reason).
     MalformedHead,
@@ -113,11 +118,13 @@ pub enum RefusalReason {
     Cluster,
     ShuttingDown,
     MaxStreamsPerAddress,
+    MaxConnections,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 6] = [
+    pub const ALL: [RefusalReason; 7] = [
         RefusalReason::MaxSubscribers,
+        RefusalReason::MaxConnections,
         RefusalReason::MaxStreamsPerAddress,
         RefusalReason::MaxTopics,
         RefusalReason::Authorization,
@@ -133,6 +140,7 @@ impl RefusalReason {
             RefusalReason::Cluster => "cluster",
             RefusalReason::ShuttingDown => "shutting_down",
             RefusalReason::MaxStreamsPerAddress => "max_streams_per_address",
+            RefusalReason::MaxConnections => "max_connections",
         }
     }
 }
@@ -180,7 +188,8 @@ impl ApiError {
             | ApiError::ClusterPublish(_)
             | ApiError::ReplayUnavailable
             | ApiError::ShuttingDown
-            | ApiError::AddressStreamLimit { .. } => 503,
+            | ApiError::AddressStreamLimit { .. }
+            | ApiError::ConnectionLimit { .. } => 503,
         }
     }
 
@@ -193,6 +202,7 @@ impl ApiError {
             | ApiError::ClusterPublish(_)
             | ApiError::ReplayUnavailable
             | ApiError::ShuttingDown
+            | ApiError::ConnectionLimit { .. }
             | ApiError::Auth(AuthError::ForwardUnavailable) => Fault::Capacity,
             _ => Fault::Client,
         }
@@ -210,6 +220,7 @@ impl ApiError {
             ApiError::ReplayUnavailable => Some(RefusalReason::Cluster),
             ApiError::ShuttingDown => Some(RefusalReason::ShuttingDown),
             ApiError::AddressStreamLimit { .. } => Some(RefusalReason::MaxStreamsPerAddress),
+            ApiError::ConnectionLimit { .. } => Some(RefusalReason::MaxConnections),
             _ => None,
         }
     }
@@ -223,6 +234,7 @@ impl ApiError {
             | ApiError::BufferFull
             | ApiError::ShuttingDown
             | ApiError::AddressStreamLimit { .. }
+            | ApiError::ConnectionLimit { .. }
             | ApiError::Auth(AuthError::ForwardUnavailable) => Some(RETRY_AFTER_SECS),
             ApiError::ClusterPublish(_) | ApiError::ReplayUnavailable => {
                 Some(cluster::RETRY_AFTER_SECS)
@@ -332,6 +344,10 @@ impl fmt::Display for ApiError {
             ApiError::AddressStreamLimit { max } => write!(
                 f,
                 "too many streams from this address (max_streams_per_address {max}); try later"
+            ),
+            ApiError::ConnectionLimit { max } => write!(
+                f,
+                "server full: it holds max_connections ({max}) connections; try later"
             ),
             ApiError::MalformedHead => {
                 f.write_str("malformed request head: not valid HTTP/1.1 syntax")

@@ -62,7 +62,11 @@ pub async fn run(
     let local_addr = listener.local_addr()?;
     // Before the start line: from then on a SIGHUP must not end the process.
     let reloader = tls::spawn_reloader(tls.clone(), state.config.tls_watch_interval);
-    log_start(&state.config, local_addr);
+    log_start(
+        &state.config,
+        state.client_limits.max_connections(),
+        local_addr,
+    );
 
     let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));
     let cluster_tasks = state
@@ -161,7 +165,7 @@ pub(crate) async fn app_state(config: Config, shutdown: Shutdown) -> io::Result<
     }))
 }
 
-fn log_start(config: &Config, local_addr: SocketAddr) {
+fn log_start(config: &Config, max_connections: usize, local_addr: SocketAddr) {
     tracing::info!(
         listen = %local_addr,
         tls = config.tls_files().is_some(),
@@ -170,6 +174,8 @@ fn log_start(config: &Config, local_addr: SocketAddr) {
         max_event_bytes = config.max_event_bytes,
         max_subscribers = config.max_subscribers,
         max_topics = config.max_topics,
+        // The configured value, or lower to fit the open-file limit.
+        max_connections,
         heartbeat_interval = ?config.heartbeat_interval,
         write_timeout = ?config.write_timeout,
         cluster = config.cluster.redis_url.is_some(),
@@ -202,6 +208,9 @@ fn connection_builder(config: &Config) -> Builder {
     builder
 }
 
+/// How often a failing `accept` (out of descriptors, say) is logged.
+const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
 /// Everything the accept loop hands to each new connection.
 struct Acceptor<'a> {
     state: AppState,
@@ -221,6 +230,10 @@ impl Acceptor<'_> {
     ) {
         tokio::pin!(shutdown_signal);
         let mut backoff = Duration::from_millis(5);
+        // Out of descriptors, every accept fails until a connection closes:
+        // one warning, then one every `ACCEPT_WARNING_EVERY` with the count.
+        let mut last_warned: Option<Instant> = None;
+        let mut n_unwarned = 0u64;
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -233,7 +246,17 @@ impl Acceptor<'_> {
                     self.serve(stream, peer);
                 }
                 Err(err) => {
-                    tracing::warn!(cause = %err, ?backoff, "accept failed; retrying");
+                    n_unwarned += 1;
+                    if last_warned.is_none_or(|at| at.elapsed() >= ACCEPT_WARNING_EVERY) {
+                        tracing::warn!(
+                            cause = %err,
+                            ?backoff,
+                            failures = n_unwarned,
+                            "accept failed; retrying"
+                        );
+                        last_warned = Some(Instant::now());
+                        n_unwarned = 0;
+                    }
                     tokio::select! {
                         () = &mut shutdown_signal => return,
                         () = tokio::time::sleep(backoff) => {}
@@ -259,7 +282,7 @@ impl Acceptor<'_> {
         let accepted = Accepted {
             stream,
             accepted_at: Instant::now(),
-            connection: ConnectionState::new(peer.ip()),
+            connection: ConnectionState::new(peer.ip(), &permit),
             deadlines: Deadlines {
                 first_request: config.first_request_timeout,
                 header_read: config.header_read_timeout,
@@ -315,7 +338,13 @@ async fn with_gauge(gauge: ConnectionGauge, serve: impl Future<Output = ()>) {
 /// (`http::direct`), everything else by hyper.
 async fn serve_plain(accepted: Accepted) {
     let first_request_deadline = accepted.accepted_at + accepted.deadlines.first_request;
-    let opened = match direct::peek_subscribe(&accepted.stream, first_request_deadline).await {
+    // A probe slot's connection is answered by `http::handle`, which
+    // refuses all but health checks and metrics.
+    let peeked = match accepted.connection.probes_only() {
+        true => Peek::Other,
+        false => direct::peek_subscribe(&accepted.stream, first_request_deadline).await,
+    };
+    let opened = match peeked {
         Peek::TimedOut => {
             let metrics = &accepted.state.metrics;
             metrics.connection_timed_out(ConnectionTimeout::FirstRequest);

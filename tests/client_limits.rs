@@ -51,8 +51,21 @@ fn limits_on_loopback() -> ssegate::Config {
     config
 }
 
+/// Sends `request` on a new connection from `local` and reads the whole
+/// answer (the server closes the connection after it).
+async fn exchange(server: &TestServer, local: &str, request: &str) -> String {
+    let mut stream = connect_from(server, local).await;
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes after answering")
+        .expect("read");
+    String::from_utf8(answer).expect("UTF-8 answer")
+}
+
 #[tokio::test]
-async fn max_connections_closes_one_more_at_accept() {
+async fn past_max_connections_a_probe_slot_answers_health_checks_only_then_accept_closes() {
     let mut config = config();
     config.max_connections = 3;
     config.first_request_timeout = Duration::from_secs(30);
@@ -61,21 +74,82 @@ async fn max_connections_closes_one_more_at_accept() {
     for _ in 0..3 {
         idle.push(connect_from(&server, "127.0.0.1").await);
     }
-    assert!(closed_unanswered(connect_from(&server, "127.0.0.1").await).await);
-    // Loopback is exempt from the per-address limits, not from the total.
-    assert!(closed_unanswered(connect_from(&server, "127.0.0.2").await).await);
+
+    // An orchestrator's probe still gets its answer, on a connection of its own.
+    let health = exchange(
+        &server,
+        "127.0.0.2",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        health.to_ascii_lowercase().contains("connection: close"),
+        "{health}"
+    );
+    let ready = exchange(
+        &server,
+        "127.0.0.2",
+        "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // Anything else is refused for now, with the reason.
+    let publish = exchange(
+        &server,
+        "127.0.0.2",
+        "POST /publish/full HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await;
+    assert!(publish.starts_with("HTTP/1.1 503"), "{publish}");
+    assert!(
+        publish.to_ascii_lowercase().contains("retry-after:"),
+        "{publish}"
+    );
+    assert!(
+        publish.ends_with("server full: it holds max_connections (3) connections; try later\n"),
+        "{publish}"
+    );
+    // An EventSource is told to come back instead of being refused for good.
+    let subscribe = exchange(
+        &server,
+        "127.0.0.2",
+        "GET /subscribe/full HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await;
+    assert!(subscribe.starts_with("HTTP/1.1 200"), "{subscribe}");
+    assert!(subscribe.contains("\nretry: "), "{subscribe}");
+    assert!(
+        subscribe.contains("\n: server full: it holds max_connections"),
+        "{subscribe}"
+    );
+
+    // Once every probe slot is held too, a connection is closed at accept.
+    let mut probes = Vec::new();
+    for _ in 0..PROBE_SLOTS {
+        probes.push(connect_from(&server, "127.0.0.3").await);
+    }
+    assert!(closed_unanswered(connect_from(&server, "127.0.0.4").await).await);
+    drop(probes);
     drop(idle.pop());
     let scraper = client();
     eventually("a slot frees up", || async {
         scraper.get(server.url("/healthz")).send().await.is_ok()
     })
     .await;
+    let reply = common::publish_to(&scraper, &server.url("/publish/full"), "served").await;
+    assert_eq!(reply.subscribers, 0);
+    let metrics = server.url("/metrics");
     let refused = r#"ssegate_connections_refused_total{reason="max_connections"}"#;
-    assert_eq!(
-        metric_at(&scraper, &server.url("/metrics"), refused).await,
-        2.0
-    );
+    // The publish, the subscribe, and the connection closed at accept.
+    assert_eq!(metric_at(&scraper, &metrics, refused).await, 3.0);
+    let subscribes = r#"ssegate_subscribes_refused_total{reason="max_connections"}"#;
+    assert_eq!(metric_at(&scraper, &metrics, subscribes).await, 1.0);
 }
+
+/// Connections admitted past `max_connections` for health checks (as
+/// documented; `client_limits::PROBE_SLOTS`).
+const PROBE_SLOTS: usize = 32;
 
 #[tokio::test]
 async fn one_address_cannot_take_every_connection() {

@@ -194,7 +194,7 @@ pub const KEYS: &[Key] = &[
         name: "max_connections",
         value_name: "COUNT",
         default: "110000",
-        help: "Connections held at once; one more is closed as soon as it is accepted, before anything is read.",
+        help: "Connections held at once (lowered to fit the open-file limit); past it, 32 more are answered health checks only, then one more is closed at accept.",
         apply: |c, v| {
             c.max_connections = count(v, 1, MAX_COUNT)?;
             Ok(())

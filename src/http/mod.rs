@@ -31,9 +31,11 @@ mod topics;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Version};
 
+use crate::client_limits::ConnectionRefusal;
 use crate::connection::ConnectionState;
 use crate::error::{ApiError, Fault};
 use crate::metrics::Route;
@@ -102,6 +104,14 @@ impl<'a> Endpoint<'a> {
         }
     }
 
+    /// What a connection in a probe slot may ask for (`client_limits`).
+    fn is_probe(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics
+        )
+    }
+
     fn has_cors(self) -> bool {
         matches!(self, Endpoint::Publish(_) | Endpoint::Subscribe(_))
     }
@@ -126,6 +136,14 @@ pub async fn handle(
         .and_then(|_| cors::allow_origin(&head.headers, &state.config.cors_allowed_origins));
     let result = match endpoint {
         None => Err(ApiError::NotFound),
+        Some(endpoint) if connection.probes_only() && !endpoint.is_probe() => {
+            state
+                .metrics
+                .connection_refused(ConnectionRefusal::MaxConnections);
+            Err(ApiError::ConnectionLimit {
+                max: state.client_limits.max_connections(),
+            })
+        }
         Some(endpoint) => dispatch(endpoint, &head, body, &state, &connection).await,
     };
     let is_stream = matches!(
@@ -154,6 +172,12 @@ pub async fn handle(
     });
     if let Some(allow_origin) = &allow_origin {
         cors::decorate(response.headers_mut(), allow_origin);
+    }
+    // A probe slot serves one request: the next probe opens its own.
+    if connection.probes_only() && !is_http2 {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
     }
     let route = endpoint.map_or(Route::Other, Endpoint::route);
     state
