@@ -39,6 +39,17 @@ impl Launcher {
     /// Starts the binary on `127.0.0.1:port` (0: any free port) with `args`
     /// (`--key value` flags) and waits for its "listening" line.
     pub async fn start(&self, port: u16, args: &[&str]) -> Result<Gateway, String> {
+        self.start_limited(port, args, None).await
+    }
+
+    /// `start`, with the open-file limit (soft and hard) set to
+    /// `open_files` when given: the gateway cannot raise it.
+    pub async fn start_limited(
+        &self,
+        port: u16,
+        args: &[&str],
+        open_files: Option<u64>,
+    ) -> Result<Gateway, String> {
         let mut command = match self.core {
             Some(core) => {
                 let mut command = Command::new("taskset");
@@ -58,6 +69,22 @@ impl Launcher {
                 command.pre_exec(move || {
                     libc::setpriority(libc::PRIO_PROCESS, 0, nice);
                     Ok(())
+                });
+            }
+        }
+        if let Some(open_files) = open_files {
+            // SAFETY: setrlimit is async-signal-safe, and touches only the
+            // child about to exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: open_files,
+                        rlim_max: open_files,
+                    };
+                    match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    }
                 });
             }
         }
@@ -174,6 +201,59 @@ impl Gateway {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid))
             .map(|dir| dir.count())
             .unwrap_or(0)
+    }
+
+    /// Lines of its log that contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .map(|log| log.iter().filter(|line| line.contains(needle)).count())
+            .unwrap_or(0)
+    }
+
+    /// The first log line that contains `needle`.
+    pub fn log_find(&self, needle: &str) -> Option<String> {
+        let log = self.log.lock().ok()?;
+        log.iter().find(|line| line.contains(needle)).cloned()
+    }
+
+    /// CPU time used so far (user + system), from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let ticks = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| {
+                // After the command name, which may hold spaces: field 3 on.
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                let user: u64 = fields.get(11)?.parse().ok()?;
+                let system: u64 = fields.get(12)?.parse().ok()?;
+                Some(user + system)
+            })
+            .unwrap_or(0);
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / per_second)
+    }
+
+    /// Sets its open-file limit (soft and hard) while it runs.
+    pub fn set_open_files(&self, open_files: u64) -> Result<(), String> {
+        let limit = libc::rlimit {
+            rlim_cur: open_files,
+            rlim_max: open_files,
+        };
+        // SAFETY: prlimit on our own child's pid; `limit` outlives the
+        // call, and the old limit is not asked for.
+        let done = unsafe {
+            libc::prlimit(
+                self.pid as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                &limit,
+                std::ptr::null_mut(),
+            )
+        };
+        match done {
+            0 => Ok(()),
+            _ => Err(format!("prlimit: {}", std::io::Error::last_os_error())),
+        }
     }
 
     pub fn log_tail(&self, n: usize) -> String {

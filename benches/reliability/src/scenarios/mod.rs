@@ -13,6 +13,7 @@ use crate::gateway::Launcher;
 use crate::row::Row;
 
 pub mod churn;
+pub mod connection_limits;
 pub mod h2_abuse;
 mod h2_attacks;
 pub mod kill9;
@@ -99,6 +100,12 @@ pub const ALL: &[Scenario] = &[
         id: "R7",
         title: "HTTP/2 abuse (h2c)",
         run: h2_abuse::run,
+    },
+    Scenario {
+        key: "connection-limits",
+        id: "R11",
+        title: "connection limits and descriptor exhaustion",
+        run: connection_limits::run,
     },
     Scenario {
         key: "kill9",
