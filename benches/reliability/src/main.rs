@@ -80,9 +80,21 @@ struct Args {
     /// repository's HEAD (marked `+changes` when src/ differs from it).
     #[arg(long)]
     binary_commit: Option<String>,
+    /// `fail`: a latency or CPU criterion not met fails the run like any
+    /// other. `advisory`: it is reported, and only the others decide the
+    /// exit status (CI on a shared machine: a correctness failure is never
+    /// excused, a noisy neighbour's p99 does not fail the build).
+    #[arg(long, value_enum, default_value = "fail")]
+    speed_criteria: SpeedCriteria,
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SpeedCriteria {
+    Fail,
+    Advisory,
 }
 
 fn main() {
@@ -178,7 +190,22 @@ fn main() {
         root().join("benches/results").join(name)
     });
     write_json(&json_path, &args, &bin, seconds, &rows);
-    if n_failed > 0 {
+    let failed = match args.speed_criteria {
+        SpeedCriteria::Fail => n_failed > 0,
+        SpeedCriteria::Advisory => {
+            let n_slow_only = rows
+                .iter()
+                .filter(|row| !row.pass && row.pass_but_speed())
+                .count();
+            if n_slow_only > 0 {
+                println!(
+                    "{n_slow_only} row(s) missed only speed criteria, advisory in this run (--speed-criteria advisory)"
+                );
+            }
+            rows.iter().any(|row| !row.pass_but_speed())
+        }
+    };
+    if failed {
         std::process::exit(1);
     }
 }

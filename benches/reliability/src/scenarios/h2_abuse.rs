@@ -113,7 +113,7 @@ async fn h2_abuse(ctx: &Ctx) -> Result<Row, String> {
         ),
     );
     let sum = |f: fn(&Rapid) -> u64| rapid.iter().map(f).sum::<u64>();
-    row.check(
+    row.check_speed(
         p99_ok(&w_rapid),
         format!(
             "rapid reset at {} streams/s on {n_rapid} connections: probe p99 < 2× baseline (or + {JITTER_MS} ms) ({:.2} ms vs {:.2} ms; {} streams on {} connections, {} GOAWAY, {} closed, {} open at the end)",
@@ -161,7 +161,7 @@ async fn h2_abuse(ctx: &Ctx) -> Result<Row, String> {
             w_flood.p99_ms
         ),
     );
-    row.check(
+    row.check_speed(
         p99_ok(&w_pings),
         format!(
             "PING flood ({} PINGs, {} answered, {}): probe p99 < 2× baseline (or + {JITTER_MS} ms) ({:.2} ms vs {:.2} ms)",

@@ -154,14 +154,14 @@ async fn slow_readers(ctx: &Ctx) -> Result<Row, String> {
         })
         .collect();
     row.note(format!("drops by reason: {}", reasons.join(", ")));
-    row.check(
+    row.check_speed(
         within(during.p99_ms, before.p99_ms, 1.2),
         format!(
             "normal subscribers' publish → receive p99 within 20% (or {JITTER_MS} ms) of the run without slow readers ({:.2} ms with them, {:.2} ms before; {:.2} ms after)",
             during.p99_ms, before.p99_ms, after.p99_ms
         ),
     );
-    row.check(
+    row.check_speed(
         within(during.publish_p99_ms, before.publish_p99_ms, 1.2),
         format!(
             "publish request p99 within 20% (or {JITTER_MS} ms) ({:.2} ms with them, {:.2} ms before; {:.2} ms after)",

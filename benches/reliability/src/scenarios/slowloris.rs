@@ -186,15 +186,20 @@ async fn slowloris(ctx: &Ctx) -> Result<Row, String> {
         format!("each counted in ssegate_connection_timeouts_total ({n_counted} of {n_total})"),
     );
     row.check(
-        during.p99_ms < 100.0 && report.clean(),
+        report.clean(),
         format!(
-            "probe publish → receive p99 < 100 ms ({:.2} ms; {:.2} ms before the attack; {})",
-            during.p99_ms,
-            baseline.p99_ms,
+            "the probe's subscribers got every event once, in order ({})",
             report.describe()
         ),
     );
-    row.check(
+    row.check_speed(
+        during.p99_ms < 100.0,
+        format!(
+            "probe publish → receive p99 < 100 ms ({:.2} ms; {:.2} ms before the attack)",
+            during.p99_ms, baseline.p99_ms
+        ),
+    );
+    row.check_speed(
         during.n_subscribes > 0 && during.subscribe_p99_ms < 100.0,
         format!(
             "new subscriber's stream open p99 < 100 ms ({:.2} ms over {})",
