@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use ssegate::fuzzing::topic::{InvalidTopic, MAX_TOPIC_BYTES, TopicName, TopicStr};
 
-/// README, "Topics": 1 to 256 bytes of `A-Z a-z 0-9 _ . : ~ -`, in segments
+/// docs/http-api.md, "Topics": 1 to 256 bytes of `A-Z a-z 0-9 _ . : ~ -`, in segments
 /// joined by `/`, no empty segment.
 fn contract_allows(raw: &[u8]) -> bool {
     let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"_.:~-".contains(b);

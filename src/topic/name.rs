@@ -164,7 +164,7 @@ mod tests {
         assert!(!err.to_string().contains(['\r', '\n']), "{err}");
     }
 
-    /// README, "Topics", written apart from `validate` (the fuzz target
+    /// docs/http-api.md, "Topics", written apart from `validate` (the fuzz target
     /// `topic_name` checks the same).
     fn contract_allows(raw: &str) -> bool {
         let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"_.:~-".contains(b);

@@ -1,7 +1,7 @@
 //! R13, the malformed-input sweep (nchan's `test_weird_msgids` and more):
 //! odd resume ids, topics, event types, query parameters, request heads and
 //! bodies, each sent as raw bytes on a connection of its own. Each must be
-//! answered as the README's contract says: a one-line `4xx` (status, then a
+//! answered as the contract (docs/http-api.md) says: a one-line `4xx` (status, then a
 //! one-line plain-text reason), or for a resume id that cannot be resumed a
 //! `gap` (its data the id, JSON-escaped, and nothing injected into the
 //! stream); never a `5xx`. After each case, a new subscriber and a publish

@@ -1,5 +1,5 @@
 //! The cases of R13 (`malformed`): raw requests, each with what the
-//! README's contract says it must get.
+//! contract (docs/http-api.md) says it must get.
 
 use crate::http::percent_encode;
 
