@@ -382,8 +382,11 @@ async fn systemd_unit_stays_down_on_a_bad_configuration_and_starts_with_its_toke
 
 /// The documents of a Kubernetes manifest (`kubernetes/<file>`).
 fn kubernetes_documents(file: &str) -> Vec<serde_json::Value> {
-    let text = read(&format!("kubernetes/{file}"));
-    serde_norway::Deserializer::from_str(&text)
+    kubernetes_documents_of(&read(&format!("kubernetes/{file}")))
+}
+
+fn kubernetes_documents_of(text: &str) -> Vec<serde_json::Value> {
+    serde_norway::Deserializer::from_str(text)
         .map(|document| {
             let value: serde_norway::Value =
                 serde::Deserialize::deserialize(document).expect("YAML");
@@ -599,9 +602,34 @@ fn kubernetes_manifests_validate_and_drain_in_time() {
         .chain(&redis_documents)
         .filter(|document| document["kind"] == "Secret")
         .collect();
-    let env = pod_env(container, &secrets);
+    // As shipped, the token is empty: the pods would refuse to start.
+    let shipped = pod_env(container, &secrets);
+    let shipped: Vec<(&str, &str)> = shipped
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let refused = try_load_configmap_toml(toml, &shipped).err();
+    let refused = refused.expect("with the Secret's empty token the pods would not start");
+    assert!(refused.to_string().contains("publish_token"), "{refused}");
+    // Applied as the README says, the sed fills the token in.
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let apply = r#"sed "s/token: \"\"/token: \"$SSEGATE_PUBLISH_TOKEN\"/" deploy/kubernetes/ssegate.yaml | kubectl apply -f -"#;
+    assert!(
+        readme.contains(apply),
+        "the README applies the manifest with: {apply}"
+    );
+    let applied =
+        read("kubernetes/ssegate.yaml").replacen("token: \"\"", &format!("token: \"{TOKEN}\""), 1);
+    let applied_documents = kubernetes_documents_of(&applied);
+    let applied_secrets: Vec<&serde_json::Value> = applied_documents
+        .iter()
+        .chain(&redis_documents)
+        .filter(|document| document["kind"] == "Secret")
+        .collect();
+    let env = pod_env(container, &applied_secrets);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let loaded = load_configmap_toml(toml, &env);
+    assert_eq!(loaded.config.publish_token.as_deref(), Some(TOKEN));
     assert_eq!(loaded.config.listen.port(), 8080);
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 
@@ -630,13 +658,6 @@ fn kubernetes_manifests_validate_and_drain_in_time() {
     let refused = try_load_configmap_toml(toml, &without_token).err();
     let refused = refused.expect("without the token the pods would not start");
     assert!(refused.to_string().contains("publish_token"), "{refused}");
-    // The README's apply command replaces the token's placeholder.
-    let placeholder = env.iter().find(|(key, _)| *key == "SSEGATE_PUBLISH_TOKEN");
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
-    assert!(
-        readme.contains(placeholder.expect("token").1),
-        "README: {placeholder:?}"
-    );
 
     // Memory: events buffered take at most half the container's limit,
     // and the rest holds max_subscribers connections at about 8 KiB each
