@@ -308,13 +308,28 @@ impl SinkWrite<'_> {
     /// parked again, unless the task asked for it meanwhile), or in part
     /// with the rest handed to the task. A full socket or an error hands the
     /// socket over and delivers nothing.
-    pub fn send(mut self, bytes: Bytes, last_seq: u64, now: Instant) -> bool {
+    pub fn send(self, bytes: Bytes, last_seq: u64, now: Instant) -> bool {
+        self.send_then(bytes, last_seq, now, AfterSend::Park)
+    }
+
+    /// `send`, for a sink that is behind by more than one write carries:
+    /// after a full write the socket goes to the task, which writes the
+    /// rest from the ring as fast as the socket takes it, instead of
+    /// waiting for the fan-out's next sweep.
+    pub fn send_and_hand_over(self, bytes: Bytes, last_seq: u64, now: Instant) -> bool {
+        self.send_then(bytes, last_seq, now, AfterSend::HandOver)
+    }
+
+    fn send_then(mut self, bytes: Bytes, last_seq: u64, now: Instant, after: AfterSend) -> bool {
         self.done = true;
         let sink = self.sink;
         match send_to(&sink.target, &bytes) {
             Ok(n) if n == bytes.len() => {
                 sink.wrote(last_seq, now);
-                sink.park_after_write();
+                match after {
+                    AfterSend::Park => sink.park_after_write(),
+                    AfterSend::HandOver => sink.hand_over(None),
+                }
                 true
             }
             Ok(n) => {
@@ -349,6 +364,15 @@ impl SinkWrite<'_> {
     pub fn hand_back(self) {
         // `Drop` does it.
     }
+}
+
+/// What becomes of the socket after a full write.
+#[derive(Debug, Clone, Copy)]
+enum AfterSend {
+    /// Parked again, for the next fan-out (unless the task asked for it).
+    Park,
+    /// Back to the task, woken.
+    HandOver,
 }
 
 impl Drop for SinkWrite<'_> {
@@ -560,6 +584,20 @@ mod tests {
         assert!(last_write.is_some_and(|t| t >= before));
         assert!(handover.is_none());
         assert!(!f.sink().is_parked());
+    }
+
+    #[tokio::test]
+    async fn a_send_and_hand_over_gives_the_socket_to_the_task_after_the_write() {
+        let mut f = fixture();
+        f.sink().park(7, &f.waker);
+        let write = f.sink().begin_write().expect("parked");
+        assert!(write.send_and_hand_over(Bytes::from_static(b"data: a\n\n"), 9, Instant::now()));
+        assert_eq!(f.received(), b"data: a\n\n");
+        assert!(!f.sink().is_parked());
+        assert_eq!(f.n_wakes(), 1);
+        let (cursor, _, handover) = owned(f.sink().claim());
+        assert_eq!(cursor, 9);
+        assert!(handover.is_none());
     }
 
     #[tokio::test]

@@ -64,9 +64,18 @@ const MAX_WRITE_BYTES: usize = 64 << 10;
 
 /// Writes every event of `frames` past the sink's cursor (at most
 /// `MAX_WRITE_BYTES`, at least one) in one `send`, if the sink is parked.
-/// Returns the number of events delivered, in full or with their rest
-/// handed over.
-fn write_to_sink(sink: &Sink, frames: &Ring, batches: &mut BatchCache, now: Instant) -> usize {
+/// A sink that this write leaves behind `newest` (the write was capped, or
+/// `frames` was) goes to its task, which catches up from the ring at the
+/// socket's pace: left to the fan-out, it would get one capped write per
+/// sweep, and sweeps of a busy topic are `busy_period` apart. Returns the
+/// number of events delivered, in full or with their rest handed over.
+fn write_to_sink(
+    sink: &Sink,
+    frames: &Ring,
+    newest: u64,
+    batches: &mut BatchCache,
+    now: Instant,
+) -> usize {
     // Only a parked sink: when its task has it, the task reads these events
     // from the ring itself. (No other fan-out can hold it: one runs per
     // topic.)
@@ -88,7 +97,11 @@ fn write_to_sink(sink: &Sink, frames: &Ring, batches: &mut BatchCache, now: Inst
         write.release();
         return 0;
     };
-    match write.send(bytes, last_seq, now) {
+    let sent = match last_seq < newest {
+        true => write.send_and_hand_over(bytes, last_seq, now),
+        false => write.send(bytes, last_seq, now),
+    };
+    match sent {
         true => n_events,
         false => 0,
     }
@@ -187,11 +200,13 @@ impl FanOut {
             return;
         };
         let frames = self.topic.fan_out_frames(lowest, MAX_WRITE_EVENTS);
+        // Read after the frames: at or past their last event.
+        let newest = self.topic.last_seq();
         let mut batches = BatchCache::default();
         let now = Instant::now();
         let n_delivered = sinks
             .iter()
-            .map(|sink| write_to_sink(sink, &frames, &mut batches, now))
+            .map(|sink| write_to_sink(sink, &frames, newest, &mut batches, now))
             .sum();
         self.topic.fanned_out(n_delivered);
     }
@@ -280,8 +295,16 @@ mod tests {
     async fn a_parked_sink_gets_every_event_past_its_cursor_in_one_write() {
         let (socket, mut peer) = parked_sink(7);
         let sink = socket.sink();
-        let write =
-            |recent: &Ring| write_to_sink(sink, recent, &mut BatchCache::default(), Instant::now());
+        let write = |recent: &Ring| {
+            let newest = recent.last_seq().unwrap_or(0);
+            write_to_sink(
+                sink,
+                recent,
+                newest,
+                &mut BatchCache::default(),
+                Instant::now(),
+            )
+        };
         let recent = frames(0, &[(7, b"data: old\n\n"), (9, b"data: a\n\n")]);
         assert_eq!(write(&recent), 1);
         assert_eq!(received(&mut peer), b"data: a\n\n");
@@ -308,12 +331,40 @@ mod tests {
         let sink = socket.sink();
         let recent = frames(5, &[(6, b"data: a\n\n")]);
         assert_eq!(
-            write_to_sink(sink, &recent, &mut BatchCache::default(), Instant::now()),
+            write_to_sink(sink, &recent, 6, &mut BatchCache::default(), Instant::now()),
             0
         );
         assert!(received(&mut peer).is_empty());
         assert!(!sink.is_parked(), "its stream must report the loss");
         assert_eq!(sink.cursor(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_sink_left_behind_by_a_capped_write_goes_to_its_task() {
+        static EVENT: [u8; 40 << 10] = [b'e'; 40 << 10];
+        let (socket, mut peer) = parked_sink(0);
+        let sink = socket.sink();
+        let recent = frames(0, &[(1, &EVENT), (2, &EVENT), (3, &EVENT)]);
+        let n = write_to_sink(sink, &recent, 3, &mut BatchCache::default(), Instant::now());
+        // One event fits under MAX_WRITE_BYTES; the task writes the others
+        // from the ring, without waiting for a sweep.
+        assert_eq!(n, 1);
+        assert_eq!(received(&mut peer).len(), EVENT.len());
+        assert_eq!(sink.cursor(), 1);
+        assert!(
+            !sink.is_parked(),
+            "left behind, yet kept for the next sweep"
+        );
+        // Past everything the sweep saw, but not the topic's newest: the
+        // same.
+        let (socket, _peer) = parked_sink(0);
+        let sink = socket.sink();
+        let small = frames(0, &[(1, b"data: a\n\n")]);
+        assert_eq!(
+            write_to_sink(sink, &small, 5, &mut BatchCache::default(), Instant::now()),
+            1
+        );
+        assert!(!sink.is_parked());
     }
 
     #[test]
