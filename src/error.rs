@@ -369,6 +369,7 @@ impl From<crate::registry::LimitReached> for ApiError {
             LimitReached::Topics => ApiError::TopicLimit,
             LimitReached::Subscribers => ApiError::SubscriberLimit,
             LimitReached::BufferedBytes => ApiError::BufferFull,
+            LimitReached::ShuttingDown => ApiError::ShuttingDown,
             LimitReached::BatchExceedsBuffer {
                 max_events,
                 max_bytes,

@@ -10,7 +10,7 @@
 //! `Arc<Topic>` out of it, so nothing awaits while holding either.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -47,6 +47,8 @@ pub enum LimitReached {
     Subscribers,
     /// `max_buffered_bytes`: all rings together are full.
     BufferedBytes,
+    /// The node is shutting down (`close_to_publishes`).
+    ShuttingDown,
     /// A batch larger than one topic's ring (`buffer_events` or
     /// `buffer_bytes`): its first events would be evicted by its last before
     /// any subscriber could read them.
@@ -171,6 +173,7 @@ impl Registry {
             ),
             fan_out_busy_period: limits.fanout_busy_period,
             on_fanned_out: Box::new(move |n_events| fan_out_metrics.fanned_out(n_events)),
+            publishes_closed: AtomicBool::new(false),
         };
         Registry {
             topics: DashMap::with_hasher(ahash::RandomState::new()),
@@ -213,6 +216,7 @@ impl Registry {
                     });
                 }
                 Err(AppendError::OverBudget) => return Err(LimitReached::BufferedBytes),
+                Err(AppendError::Closed) => return Err(LimitReached::ShuttingDown),
                 // Removed between lookup and lock: look the name up again.
                 Err(AppendError::Removed) => {}
             }
@@ -249,6 +253,7 @@ impl Registry {
                     return Ok(PublishedBatch { ids, n_subscribers });
                 }
                 Err(AppendError::OverBudget) => return Err(LimitReached::BufferedBytes),
+                Err(AppendError::Closed) => return Err(LimitReached::ShuttingDown),
                 // Removed between lookup and lock: encode again and look the
                 // name up again (the templates went with the failed append).
                 Err(AppendError::Removed) => batch = templates(),
@@ -381,6 +386,8 @@ impl Registry {
             match topic.append(&self.sequence, Frames::many(events.clone()), now, |_| {}) {
                 Ok(_) => return,
                 Err(AppendError::Removed) => continue,
+                // Numbered events are never refused as publishes.
+                Err(AppendError::Closed) => return,
                 Err(AppendError::OverBudget) => {
                     tracing::warn!(
                         topic = name.as_str(),
@@ -559,6 +566,14 @@ impl Registry {
     /// while each topic's own lock is taken.
     fn all_topics(&self) -> Vec<Arc<Topic>> {
         self.topics.iter().map(|t| Arc::clone(&t)).collect()
+    }
+
+    /// Refuses local publishes from now on: the node is shutting down, and
+    /// its streams, about to end, could not carry them (see
+    /// `TopicSettings::publishes_closed`). Called before the streams learn
+    /// of the shutdown.
+    pub fn close_to_publishes(&self) {
+        self.settings.publishes_closed.store(true, Ordering::SeqCst);
     }
 
     /// Wakes every parked subscriber so that it notices shutdown.

@@ -85,6 +85,9 @@ pub async fn run(
     acceptor.accept_until(&listener, shutdown_signal).await;
 
     drop(listener);
+    // Publishes first: a stream that sees the shutdown then finds every
+    // publish that counted it, writes them, and ends.
+    state.registry.close_to_publishes();
     trigger.trigger();
     state.registry.wake_all();
     let n_connections = graceful.count();
@@ -96,8 +99,9 @@ pub async fn run(
     let deadline = Instant::now() + grace;
     if n_connections > 0 {
         // Connections already open keep being served for a moment (`/readyz`
-        // says 503, publishes go through, a subscribe is told to come back),
-        // so a client or balancer holding one learns of the shutdown by asking.
+        // says 503, a publish is refused, a subscribe is told to come back;
+        // in cluster mode publishes still go to Redis), so a client or
+        // balancer holding one learns of the shutdown by asking.
         tokio::time::sleep(READINESS_GRACE.min(grace / 2)).await;
     }
     if tokio::time::timeout_at(deadline, graceful.shutdown())

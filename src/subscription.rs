@@ -350,6 +350,17 @@ impl Subscription {
         parked.then_some(self.position.cursor)
     }
 
+    /// The node's newest sequence number: at shutdown, the stream writes
+    /// what it is owed up to there before it ends.
+    pub fn newest_seq(&self) -> u64 {
+        self.topics.registry.sequence().last()
+    }
+
+    /// The sequence number up to which events have been taken.
+    pub fn cursor(&self) -> u64 {
+        self.position.cursor
+    }
+
     /// Single topic only: a fan-out wrote the topic's events up to `cursor`
     /// to the subscriber's socket (see `fanout`).
     pub fn written_elsewhere_through(&mut self, cursor: u64) {

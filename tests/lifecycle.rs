@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_ends_streams_finishes_publishes_and_exits_zero() {
+async fn sigterm_ends_streams_answers_publishes_in_flight_and_exits_zero() {
     let mut server = ServerProcess::start(&["--shutdown-timeout", "10s"]);
     let mut h1 = Subscriber::open_with(&client(), &server.url("/subscribe/s"), None).await;
     let mut h2 = Subscriber::open_with(&h2_client(), &server.url("/subscribe/s"), None).await;
@@ -39,9 +39,18 @@ async fn sigterm_ends_streams_finishes_publishes_and_exits_zero() {
     let _ = tokio::time::timeout(common::PATIENCE, publisher.read_to_end(&mut response))
         .await
         .expect("the in-flight publish is answered");
+    // Answered, not cut off: its body came after the streams had ended,
+    // which could not carry it, so it is refused for now.
     let response = String::from_utf8_lossy(&response);
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.contains("\"topic\":\"s\""), "{response}");
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: 5"),
+        "{response}"
+    );
+    assert!(
+        response.ends_with("shutting down; reconnect elsewhere\n"),
+        "{response}"
+    );
 
     let status = server.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
@@ -128,6 +137,73 @@ async fn during_shutdown_a_subscribe_without_event_source_accept_is_503() {
         response.ends_with("shutting down; reconnect elsewhere\n"),
         "{response}"
     );
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+/// Every publish acknowledged before SIGTERM reaches the streams it was
+/// counted for, even one far behind; a publish after it is refused (a
+/// single node's streams are ending, and could not carry it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_a_stream_behind_gets_every_acknowledged_event_and_later_publishes_are_refused()
+{
+    const N_EVENTS: usize = 24;
+    const EVENT_BYTES: usize = 60 * 1024;
+    let mut server = ServerProcess::start(&["--shutdown-timeout", "10s"]);
+    // Never read until the shutdown: the events pile up behind it.
+    let mut behind = common::small_buffer_subscriber(server.addr, "drain").await;
+    common::eventually("the subscriber is registered", || async {
+        common::metric(server.addr, "ssegate_subscribers").await == 1.0
+    })
+    .await;
+    let publisher = client();
+    let url = server.url("/publish/drain");
+    for seq in 0..N_EVENTS {
+        let data = format!("{seq}:{}", "x".repeat(EVENT_BYTES));
+        let reply = publish_to(&publisher, &url, data).await;
+        assert_eq!(reply.subscribers, 1);
+    }
+    let mut kept = TcpStream::connect(server.addr).await.expect("connect");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = vec![0u8; 1024];
+    let n = kept.read(&mut buf).await.expect("response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    server.signal(libc::SIGTERM);
+    common::eventually("the listener is closed", || async {
+        TcpStream::connect(server.addr).await.is_err()
+    })
+    .await;
+    kept.write_all(b"POST /publish/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nlater")
+        .await
+        .expect("request");
+    let n = kept.read(&mut buf).await.expect("response");
+    let refused = String::from_utf8_lossy(&buf[..n]);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 5"),
+        "{refused}"
+    );
+    assert!(
+        refused.ends_with("shutting down; reconnect elsewhere\n"),
+        "{refused}"
+    );
+
+    // Now read it all: every event, then the end of the stream.
+    let mut received = Vec::new();
+    tokio::time::timeout(common::PATIENCE, behind.read_to_end(&mut received))
+        .await
+        .expect("the stream ends in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&received);
+    let seqs: Vec<usize> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| data.split_once(':')?.0.parse().ok())
+        .collect();
+    assert_eq!(seqs, (0..N_EVENTS).collect::<Vec<_>>());
+    assert!(!text.contains("later"));
     assert_eq!(server.wait_exit().code(), Some(0));
 }
 

@@ -45,6 +45,12 @@ pub struct EventStream {
     last_write: Instant,
     settings: StreamSettings,
     shutdown: Shutdown,
+    /// Set when the stream first sees the shutdown: the node's newest
+    /// sequence number then, up to which it still writes what it is owed
+    /// (every local publish taken before the shutdown was counted for this
+    /// stream, and later ones are refused; in cluster mode the log keeps
+    /// coming, hence a bound).
+    drain_until: Option<u64>,
     metrics: Arc<Metrics>,
     finished: bool,
     /// When the stream must end (a token's `exp`, `max_stream_lifetime`);
@@ -69,6 +75,7 @@ impl EventStream {
             last_write: now,
             settings,
             shutdown,
+            drain_until: None,
             metrics,
             finished: false,
             end: None,
@@ -83,9 +90,17 @@ impl EventStream {
     }
 
     /// The next chunk to write; `None` ends the stream (shutdown or lag).
+    /// At shutdown, a stream that has started writes the events it is owed
+    /// up to the node's newest at that moment, then ends.
     pub fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if self.finished || self.shutdown.is_shutdown() {
-            self.finished = true;
+        if !self.finished && self.shutdown.is_shutdown() {
+            let subscription = &self.subscription;
+            let until = *self
+                .drain_until
+                .get_or_insert_with(|| subscription.newest_seq());
+            self.finished = self.retry.is_some() || subscription.cursor() >= until;
+        }
+        if self.finished {
             return Poll::Ready(None);
         }
         // After the opening, so that even a stream whose token expires at

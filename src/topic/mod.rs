@@ -19,7 +19,7 @@ pub mod fanout;
 pub mod name;
 pub mod ring;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
@@ -46,6 +46,13 @@ pub struct TopicSettings {
     /// Told how many events each batch of fan-out writes delivered (the
     /// metrics; this module knows nothing of them).
     pub on_fanned_out: Box<dyn Fn(usize) + Send + Sync>,
+    /// Set when the node starts shutting down: appends that would take a
+    /// number from this node's sequence (local publishes) are refused from
+    /// then on. Checked under each topic's lock, so that a stream's last
+    /// read after it saw the shutdown finds every publish that was taken
+    /// (see `EventStream`'s drain): none is acknowledged to a stream that
+    /// ends without it.
+    pub publishes_closed: AtomicBool,
 }
 
 impl std::fmt::Debug for TopicSettings {
@@ -59,6 +66,10 @@ impl std::fmt::Debug for TopicSettings {
 
 /// One event to append: its frame, and how it gets its sequence number.
 pub trait NewFrame {
+    /// Whether appending it publishes on this node (it takes a number from
+    /// the node's sequence), which a node shutting down refuses; an event
+    /// numbered by the cluster's log is another node's publish, relayed.
+    const LOCAL_PUBLISH: bool;
     /// The frame's length in bytes.
     fn len(&self) -> usize;
     /// Numbers the event (under the topic lock) and gives its frame.
@@ -66,6 +77,8 @@ pub trait NewFrame {
 }
 
 impl NewFrame for FrameTemplate {
+    const LOCAL_PUBLISH: bool = true;
+
     fn len(&self) -> usize {
         FrameTemplate::len(self)
     }
@@ -86,6 +99,8 @@ pub struct Numbered {
 }
 
 impl NewFrame for Numbered {
+    const LOCAL_PUBLISH: bool = false;
+
     fn len(&self) -> usize {
         self.frame.len()
     }
@@ -182,6 +197,9 @@ pub enum AppendError {
     Removed,
     /// The node-wide byte budget (`max_buffered_bytes`) is spent.
     OverBudget,
+    /// A local publish while the node shuts down
+    /// (`TopicSettings::publishes_closed`).
+    Closed,
 }
 
 /// A subscriber's place on a topic.
@@ -254,6 +272,9 @@ impl Topic {
             let mut state = self.lock();
             if state.removed {
                 return Err(AppendError::Removed);
+            }
+            if F::LOCAL_PUBLISH && self.settings.publishes_closed.load(Ordering::SeqCst) {
+                return Err(AppendError::Closed);
             }
             self.expire(&mut state, now);
             let (_, n_freeing) = state.ring.room_for(frames.n_events, frames.n_bytes);
