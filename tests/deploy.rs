@@ -596,14 +596,20 @@ fn kubernetes_manifests_validate_and_drain_in_time() {
     let toml = kind("ConfigMap")["data"]["ssegate.toml"]
         .as_str()
         .expect("ssegate.toml in the ConfigMap");
+    // The pod's environment from the manifest `text` (and Redis's Secret).
     let redis_documents = kubernetes_documents("redis.yaml");
-    let secrets: Vec<&serde_json::Value> = documents
-        .iter()
-        .chain(&redis_documents)
-        .filter(|document| document["kind"] == "Secret")
-        .collect();
+    let env_from = |text: &str| {
+        let documents = kubernetes_documents_of(text);
+        let secrets: Vec<&serde_json::Value> = documents
+            .iter()
+            .chain(&redis_documents)
+            .filter(|document| document["kind"] == "Secret")
+            .collect();
+        pod_env(container, &secrets)
+    };
     // As shipped, the token is empty: the pods would refuse to start.
-    let shipped = pod_env(container, &secrets);
+    let manifest = read("kubernetes/ssegate.yaml");
+    let shipped = env_from(&manifest);
     let shipped: Vec<(&str, &str)> = shipped
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -618,15 +624,8 @@ fn kubernetes_manifests_validate_and_drain_in_time() {
         readme.contains(apply),
         "the README applies the manifest with: {apply}"
     );
-    let applied =
-        read("kubernetes/ssegate.yaml").replacen("token: \"\"", &format!("token: \"{TOKEN}\""), 1);
-    let applied_documents = kubernetes_documents_of(&applied);
-    let applied_secrets: Vec<&serde_json::Value> = applied_documents
-        .iter()
-        .chain(&redis_documents)
-        .filter(|document| document["kind"] == "Secret")
-        .collect();
-    let env = pod_env(container, &applied_secrets);
+    let applied = manifest.replacen("token: \"\"", &format!("token: \"{TOKEN}\""), 1);
+    let env = env_from(&applied);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let loaded = load_configmap_toml(toml, &env);
     assert_eq!(loaded.config.publish_token.as_deref(), Some(TOKEN));
