@@ -41,16 +41,7 @@ async fn sigterm_ends_streams_answers_publishes_in_flight_and_exits_zero() {
         .expect("the in-flight publish is answered");
     // Answered, not cut off: its body came after the streams had ended,
     // which could not carry it, so it is refused for now.
-    let response = String::from_utf8_lossy(&response);
-    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
-    assert!(
-        response.to_ascii_lowercase().contains("retry-after: 5"),
-        "{response}"
-    );
-    assert!(
-        response.ends_with("shutting down; reconnect elsewhere\n"),
-        "{response}"
-    );
+    assert_refused_for_shutdown(&String::from_utf8_lossy(&response));
 
     let status = server.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
@@ -70,12 +61,31 @@ async fn shutting_down_with_a_connection_open(path: &str) -> (ServerProcess, Tcp
     let mut buf = vec![0u8; 1024];
     let n = socket.read(&mut buf).await.expect("response");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    shut_down(&server).await;
+    (server, socket)
+}
+
+/// Sends SIGTERM and waits until the shutdown began (new connections are
+/// refused).
+async fn shut_down(server: &ServerProcess) {
     server.signal(libc::SIGTERM);
     common::eventually("the listener is closed", || async {
         TcpStream::connect(server.addr).await.is_err()
     })
     .await;
-    (server, socket)
+}
+
+/// `response` is the refusal of a publish or stream during shutdown.
+fn assert_refused_for_shutdown(response: &str) {
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: 5"),
+        "{response}"
+    );
+    assert!(
+        response.ends_with("shutting down; reconnect elsewhere\n"),
+        "{response}"
+    );
 }
 
 #[tokio::test]
@@ -127,16 +137,7 @@ async fn during_shutdown_a_subscribe_without_event_source_accept_is_503() {
         .await
         .expect("request");
     let n = socket.read(&mut buf).await.expect("response");
-    let response = String::from_utf8_lossy(&buf[..n]);
-    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
-    assert!(
-        response.to_ascii_lowercase().contains("retry-after: 5"),
-        "{response}"
-    );
-    assert!(
-        response.ends_with("shutting down; reconnect elsewhere\n"),
-        "{response}"
-    );
+    assert_refused_for_shutdown(&String::from_utf8_lossy(&buf[..n]));
     assert_eq!(server.wait_exit().code(), Some(0));
 }
 
@@ -170,25 +171,12 @@ async fn at_shutdown_a_stream_behind_gets_every_acknowledged_event_and_later_pub
     let n = kept.read(&mut buf).await.expect("response");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
-    server.signal(libc::SIGTERM);
-    common::eventually("the listener is closed", || async {
-        TcpStream::connect(server.addr).await.is_err()
-    })
-    .await;
+    shut_down(&server).await;
     kept.write_all(b"POST /publish/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nlater")
         .await
         .expect("request");
     let n = kept.read(&mut buf).await.expect("response");
-    let refused = String::from_utf8_lossy(&buf[..n]);
-    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    assert!(
-        refused.to_ascii_lowercase().contains("retry-after: 5"),
-        "{refused}"
-    );
-    assert!(
-        refused.ends_with("shutting down; reconnect elsewhere\n"),
-        "{refused}"
-    );
+    assert_refused_for_shutdown(&String::from_utf8_lossy(&buf[..n]));
 
     // Now read it all: every event, then the end of the stream.
     let mut received = Vec::new();
