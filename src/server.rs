@@ -471,6 +471,18 @@ fn configure_socket(stream: &TcpStream, config: &Config) {
     {
         tracing::debug!(cause = %err, "cannot set SO_SNDBUF");
     }
+    // A subscriber that does not read leaves everything written to it unsent
+    // (its window is closed): this bounds that part, whatever the buffer,
+    // so the kernel tells the gateway it is stuck after 64 KiB instead of
+    // half a megabyte. A reader far away is not slowed: bytes in flight do
+    // not count.
+    #[cfg(target_os = "linux")]
+    if config.socket_unsent_bytes > 0 {
+        let lowat = u32::try_from(config.socket_unsent_bytes).unwrap_or(u32::MAX);
+        if let Err(err) = socket.set_tcp_notsent_lowat(lowat) {
+            tracing::debug!(cause = %err, "cannot set TCP_NOTSENT_LOWAT");
+        }
+    }
     // A peer that vanished without FIN or RST leaves heartbeats unacknowledged
     // in the send buffer, which never fills and suspends keepalive probes:
     // only this bounds how long such a subscriber is kept (about one

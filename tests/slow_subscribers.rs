@@ -163,21 +163,15 @@ fn gateway_send_queue(gateway: std::net::SocketAddr, client: std::net::SocketAdd
     })
 }
 
-/// Left to autotuning, the kernel grows a stuck subscriber's send buffer to
-/// `tcp_wmem`'s maximum (4 MiB): a thousand of them pin gigabytes of kernel
-/// memory. `socket_send_buffer_bytes` caps it (the kernel doubles it).
+/// Bytes the kernel holds for a subscriber that never reads, on a gateway
+/// started with `args`, once 8 MiB were published to it (twice what
+/// autotuning lets the kernel queue).
 #[cfg(target_os = "linux")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stuck_reader_pins_no_more_kernel_memory_than_the_send_buffer_allows() {
+async fn stuck_reader_queue(args: &[&str]) -> u64 {
     const EVENT_BYTES: usize = 16 * 1024;
-    let server = ServerProcess::start(&[
-        "--write-timeout",
-        "30s",
-        "--buffer-events",
-        "1024",
-        "--socket-send-buffer-bytes",
-        "128KiB",
-    ]);
+    let mut all = vec!["--write-timeout", "30s", "--buffer-events", "1024"];
+    all.extend_from_slice(args);
+    let server = ServerProcess::start(&all);
     let stuck = small_buffer_subscriber(server.addr, "pinned").await;
     let client_addr = stuck.local_addr().expect("local addr");
     eventually("the subscriber is registered", || async {
@@ -186,11 +180,10 @@ async fn a_stuck_reader_pins_no_more_kernel_memory_than_the_send_buffer_allows()
     .await;
     let publisher = client();
     let url = server.url("/publish/pinned");
-    // 8 MiB: twice what autotuning would let the kernel queue.
     for seq in 0..512 {
         common::publish_to(&publisher, &url, payload(seq, EVENT_BYTES)).await;
     }
-    // The writes stop once the send buffer is full; wait until the queue
+    // The writes stop once the kernel takes no more; wait until the queue
     // stops growing.
     let mut queued = 0;
     for _ in 0..50 {
@@ -202,16 +195,47 @@ async fn a_stuck_reader_pins_no_more_kernel_memory_than_the_send_buffer_allows()
         }
         queued = now;
     }
-    eprintln!("kernel send queue of the stuck subscriber: {queued} bytes");
+    eprintln!("kernel send queue of the stuck subscriber ({args:?}): {queued} bytes");
     assert!(
         queued > 0,
         "the gateway wrote nothing to the stuck subscriber"
     );
+    assert_eq!(metric(server.addr, "ssegate_subscribers").await, 1.0);
+    drop(stuck);
+    queued
+}
+
+/// Left to autotuning, the kernel grows a stuck subscriber's send buffer to
+/// `tcp_wmem`'s maximum (4 MiB): a thousand of them pin gigabytes of kernel
+/// memory. `socket_send_buffer_bytes` caps it (the kernel doubles it).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_reader_pins_no_more_kernel_memory_than_the_send_buffer_allows() {
+    let queued = stuck_reader_queue(&[
+        "--socket-send-buffer-bytes",
+        "128KiB",
+        "--socket-unsent-bytes",
+        "0",
+    ])
+    .await;
     // 128 KiB doubled by the kernel, with room for its accounting.
     assert!(
         queued <= 384 * 1024,
         "the kernel queued {queued} bytes for a subscriber that never reads"
     );
-    assert_eq!(metric(server.addr, "ssegate_subscribers").await, 1.0);
-    drop(stuck);
+}
+
+/// Whatever the send buffer, `socket_unsent_bytes` (64 KiB by default)
+/// bounds what a subscriber whose window is closed holds: everything
+/// written to it is unsent.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_reader_holds_no_more_than_the_unsent_limit_and_one_write() {
+    let queued = stuck_reader_queue(&["--socket-send-buffer-bytes", "0"]).await;
+    // 64 KiB, one more write of up to connection_buffer_bytes (64 KiB)
+    // that started under it, and what the 4 KiB window let through.
+    assert!(
+        queued <= 160 * 1024,
+        "the kernel queued {queued} bytes for a subscriber that never reads"
+    );
 }

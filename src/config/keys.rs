@@ -347,6 +347,20 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "socket_unsent_bytes",
+        value_name: "BYTES",
+        default: "64KiB",
+        help: "Unsent bytes the kernel queues per connection before a write waits (TCP_NOTSENT_LOWAT, Linux); 0: no limit.",
+        apply: |c, v| {
+            let size = bytes(v, 0, 64 << 20)?;
+            if (1..4096).contains(&size) {
+                return Err(format!("{v:?} is below 4096 (write 0 for no limit)"));
+            }
+            c.socket_unsent_bytes = size;
+            Ok(())
+        },
+    },
+    Key {
         name: "http2_keep_alive_interval",
         value_name: "DURATION",
         default: "20s",

@@ -56,6 +56,8 @@ pub struct Config {
     pub connection_buffer_bytes: usize,
     /// `SO_SNDBUF` of each accepted socket; zero: the kernel's autotuning.
     pub socket_send_buffer_bytes: usize,
+    /// `TCP_NOTSENT_LOWAT` of each accepted socket; zero: no limit.
+    pub socket_unsent_bytes: usize,
     pub http2_keep_alive_interval: Duration,
     pub http2_keep_alive_timeout: Duration,
     pub http2_max_concurrent_streams: u32,
@@ -173,6 +175,7 @@ impl Default for Config {
             request_body_timeout: Duration::ZERO,
             connection_buffer_bytes: 0,
             socket_send_buffer_bytes: 0,
+            socket_unsent_bytes: 0,
             http2_keep_alive_interval: Duration::ZERO,
             http2_keep_alive_timeout: Duration::ZERO,
             http2_max_concurrent_streams: 0,
