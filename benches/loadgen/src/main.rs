@@ -19,7 +19,7 @@ mod workloads;
 
 // Shared with the other bench programs (`src/lib.rs`); imported at the crate
 // root so that `crate::wire` and the like read as before.
-use ssegate_bench::{procstat, stats, wire};
+use ssegate_bench::{process, procstat, stats, wire};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -108,8 +108,14 @@ fn is_cluster_workload(workload: &str) -> bool {
 
 fn main() {
     let args = Args::parse();
-    raise_fd_limit();
-    pin_to_core(args.loader_core);
+    // 15,000 subscribers need a descriptor each.
+    process::raise_open_file_limit();
+    if !process::pin_to_core(args.loader_core) {
+        eprintln!(
+            "warning: cannot pin the load generator to core {}",
+            args.loader_core
+        );
+    }
     eprintln!(
         "ssegate-bench: servers pinned to core {}, load generator pinned to core {} (one core each)",
         args.server_core, args.loader_core
@@ -391,30 +397,4 @@ async fn run_workload(
         other => return Err(format!("unknown workload {other:?}")),
     }
     Ok(())
-}
-
-/// Raises the open-file limit to the hard limit: 15,000 subscribers need it.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
-fn pin_to_core(core: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid, and CPU_SET stays within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!("warning: cannot pin the load generator to core {core}");
-        }
-    }
 }

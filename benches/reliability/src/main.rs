@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use ssegate_bench::process;
 use ssegate_bench::stats::Clock;
 
 use gateway::Launcher;
@@ -124,10 +125,10 @@ fn main() {
         );
         std::process::exit(2);
     };
-    let n_files = raise_fd_limit();
+    let n_files = process::raise_open_file_limit();
     // Only root may raise its priority; see whether this process may.
     let niced = args.nice != 0 && can_raise_priority(args.nice);
-    let core = match !args.no_pin && n_cpus() >= 2 && has_taskset() && pin_self_to(1) {
+    let core = match !args.no_pin && n_cpus() >= 2 && has_taskset() && process::pin_to_core(1) {
         true => Some(0),
         false => None,
     };
@@ -277,22 +278,6 @@ fn utc_now() -> String {
     )
 }
 
-/// Raises the soft open-file limit to the hard one; returns the new limit.
-fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-    limit.rlim_cur
-}
-
 /// Whether this process may take nice value `nice` (tried on a
 /// short-lived thread, which gives it up when it ends).
 fn can_raise_priority(nice: i32) -> bool {
@@ -311,13 +296,4 @@ fn has_taskset() -> bool {
 
 fn n_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn pin_self_to(core: usize) -> bool {
-    // SAFETY: a zeroed cpu_set_t is valid, and CPU_SET stays within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
 }
