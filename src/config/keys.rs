@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use super::value::{
-    address, boolean, bytes, count, duration, duration_or_zero, list, networks, optional, redis_url,
+    address, boolean, bytes, bytes_or_off, count, duration, duration_or_zero, list, networks,
+    optional, redis_url,
 };
 use super::{Config, LogFormat, StatusPage, SubscribeAuth};
 
@@ -336,13 +337,8 @@ pub const KEYS: &[Key] = &[
         default: "256KiB",
         help: "Kernel send buffer of each connection (SO_SNDBUF; 0: the kernel's autotuning, up to net.ipv4.tcp_wmem's maximum).",
         apply: |c, v| {
-            let size = bytes(v, 0, 64 << 20)?;
-            if (1..4096).contains(&size) {
-                return Err(format!(
-                    "{v:?} is below 4096 (write 0 for the kernel's autotuning)"
-                ));
-            }
-            c.socket_send_buffer_bytes = size;
+            c.socket_send_buffer_bytes =
+                bytes_or_off(v, 4096, 64 << 20, "the kernel's autotuning")?;
             Ok(())
         },
     },
@@ -352,11 +348,7 @@ pub const KEYS: &[Key] = &[
         default: "64KiB",
         help: "Unsent bytes the kernel queues per connection before a write waits (TCP_NOTSENT_LOWAT, Linux); 0: no limit.",
         apply: |c, v| {
-            let size = bytes(v, 0, 64 << 20)?;
-            if (1..4096).contains(&size) {
-                return Err(format!("{v:?} is below 4096 (write 0 for no limit)"));
-            }
-            c.socket_unsent_bytes = size;
+            c.socket_unsent_bytes = bytes_or_off(v, 4096, 64 << 20, "no limit")?;
             Ok(())
         },
     },

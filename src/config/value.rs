@@ -97,6 +97,16 @@ pub fn count(text: &str, min: usize, max: usize) -> Result<usize, String> {
     in_range(n, min, max, text)
 }
 
+/// `bytes` in `min..=max`, or 0, which turns the setting off (`off` says
+/// what 0 means, in the refusal of a size between).
+pub fn bytes_or_off(text: &str, min: usize, max: usize, off: &str) -> Result<usize, String> {
+    let size = bytes(text, 0, max)?;
+    if (1..min).contains(&size) {
+        return Err(format!("{text:?} is below {min} (write 0 for {off})"));
+    }
+    Ok(size)
+}
+
 /// A size in bytes: `65536`, `64KiB`, `1MiB`, `2GiB`, or a fraction of a
 /// unit (`1.5MiB`, rounded down to the byte), within `min..=max`.
 pub fn bytes(text: &str, min: usize, max: usize) -> Result<usize, String> {
@@ -242,6 +252,17 @@ mod tests {
         assert_eq!(duration_or_zero("30s"), Ok(Duration::from_secs(30)));
         assert!(duration_or_zero("0x").is_err());
         assert!(duration_or_zero("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes_where_zero_is_off() {
+        assert_eq!(bytes_or_off("0", 4096, 1 << 20, "off"), Ok(0));
+        assert_eq!(bytes_or_off("64KiB", 4096, 1 << 20, "off"), Ok(64 << 10));
+        assert_eq!(
+            bytes_or_off("100", 4096, 1 << 20, "no limit"),
+            Err("\"100\" is below 4096 (write 0 for no limit)".to_string())
+        );
+        assert!(bytes_or_off("2MiB", 4096, 1 << 20, "off").is_err());
     }
 
     #[test]
