@@ -12,6 +12,8 @@ use std::time::Duration;
 use ssegate_bench::wire::parse_head;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Ctx, RowFuture, count};
@@ -204,33 +206,56 @@ struct Pushed {
 /// A head declaring 10 GB and no body: the answer must come at once; then
 /// body bytes pushed after it must not be read.
 async fn declared_huge(addr: SocketAddr) -> Result<Pushed, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let ports = (
-        addr.port(),
-        stream.local_addr().map_err(|e| e.to_string())?.port(),
-    );
-    let (mut reader, mut writer) = stream.into_split();
+    let mut conn = Lockstep::connect(addr).await?;
     let head =
         b"POST /publish/bodies/huge HTTP/1.1\r\nHost: r\r\nContent-Length: 10000000000\r\n\r\n";
-    let answer = tokio::task::spawn_local(async move { read_status(&mut reader).await });
     let started = Instant::now();
-    let (read_head, _) = procnet::lockstep(&mut writer, ports, &[head.as_slice()], || false).await;
-    let status = tokio::time::timeout(http::PATIENCE, answer)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-        .unwrap_or(0);
+    let (read_head, _) =
+        procnet::lockstep(&mut conn.writer, conn.ports, &[head.as_slice()], || false).await;
+    let status = conn.status().await;
     let answered_in = started.elapsed();
     let body = vec![b'y'; 8 * 1024];
     let pieces: Vec<&[u8]> = std::iter::repeat_n(body.as_slice(), 8).collect();
-    let (read_body, pushed) = procnet::lockstep(&mut writer, ports, &pieces, || false).await;
+    let (read_body, pushed) =
+        procnet::lockstep(&mut conn.writer, conn.ports, &pieces, || false).await;
     Ok(Pushed {
         status,
         answered_in,
         read: read_head + read_body,
         pushed: head.len() as u64 + pushed,
     })
+}
+
+/// A connection written in lockstep with the gateway's reads
+/// (`procnet::lockstep`): its ports, its write half, and a task reading the
+/// answer's status meanwhile.
+struct Lockstep {
+    ports: (u16, u16),
+    writer: OwnedWriteHalf,
+    answer: JoinHandle<Option<u16>>,
+}
+
+impl Lockstep {
+    async fn connect(addr: SocketAddr) -> Result<Lockstep, String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let local = stream.local_addr().map_err(|e| e.to_string())?;
+        let (mut reader, writer) = stream.into_split();
+        Ok(Lockstep {
+            ports: (addr.port(), local.port()),
+            writer,
+            answer: tokio::task::spawn_local(async move { read_status(&mut reader).await }),
+        })
+    }
+
+    /// The answer's status, or 0 if none came within `http::PATIENCE`.
+    async fn status(&mut self) -> u16 {
+        tokio::time::timeout(http::PATIENCE, &mut self.answer)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or(0)
+    }
 }
 
 /// Reads until a response head; its status, or `None` if the connection
@@ -252,13 +277,7 @@ async fn read_status(reader: &mut tokio::net::tcp::OwnedReadHalf) -> Option<u16>
 /// A 100 MB chunked body in 8 KiB chunks, each sent once the gateway has
 /// read the last, until it answers or stops reading: what it read by then.
 async fn hundred_megabytes(addr: SocketAddr) -> Result<Pushed, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let ports = (
-        addr.port(),
-        stream.local_addr().map_err(|e| e.to_string())?.port(),
-    );
-    let (mut reader, mut writer) = stream.into_split();
-    let answer = tokio::task::spawn_local(async move { read_status(&mut reader).await });
+    let mut conn = Lockstep::connect(addr).await?;
     let started = Instant::now();
     let head =
         b"POST /publish/bodies/hundred HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -272,14 +291,12 @@ async fn hundred_megabytes(addr: SocketAddr) -> Result<Pushed, String> {
     let pieces: Vec<&[u8]> = std::iter::once(head.as_slice())
         .chain(std::iter::repeat_n(chunk.as_slice(), n_chunks))
         .collect();
-    let (read, pushed) =
-        procnet::lockstep(&mut writer, ports, &pieces, || answer.is_finished()).await;
-    let status = tokio::time::timeout(http::PATIENCE, answer)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-        .unwrap_or(0);
+    let answer = &conn.answer;
+    let (read, pushed) = procnet::lockstep(&mut conn.writer, conn.ports, &pieces, || {
+        answer.is_finished()
+    })
+    .await;
+    let status = conn.status().await;
     Ok(Pushed {
         status,
         answered_in: started.elapsed(),
