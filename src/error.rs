@@ -79,7 +79,8 @@ pub enum ApiError {
     /// Cluster mode: a subscribe needed Redis (a replay, or the tail to
     /// catch up), which did not answer in time: a temporary refusal.
     ReplayUnavailable,
-    /// A stream (subscribe or status feed) asked for during shutdown.
+    /// A stream (subscribe or status feed) or a publish asked for during
+    /// shutdown.
     ShuttingDown,
     /// `GET /topics/{topic}` for a topic this node does not hold.
     UnknownTopic,

@@ -3,10 +3,11 @@
 //! Each accepted socket gets TCP_NODELAY and keepalive, the `DeadlineIo`
 //! wrapper, and hyper-util's auto builder (HTTP/1.1 and HTTP/2 with prior
 //! knowledge on one port; HTTP/2 by ALPN under TLS), watched by a
-//! `GracefulShutdown`. On shutdown: stop accepting, flip readiness, end every
+//! `GracefulShutdown`. On shutdown: stop accepting, flip readiness and refuse
+//! new publishes, let the publishes in flight finish, then end every
 //! subscriber stream (bodies watch the flag themselves: hyper's graceful
 //! shutdown waits for responses to finish, and an event stream never does),
-//! let in-flight publishes finish, and give up after `shutdown_timeout`.
+//! and give up after `shutdown_timeout` (see `shutdown` for the two stages).
 
 use crate::auth::Authorizer;
 use std::future::Future;
@@ -85,24 +86,40 @@ pub async fn run(
     acceptor.accept_until(&listener, shutdown_signal).await;
 
     drop(listener);
-    // Publishes first: a stream that sees the shutdown then finds every
-    // publish that counted it, writes them, and ends.
-    state.registry.close_to_publishes();
-    trigger.trigger();
-    state.registry.wake_all();
+    trigger.begin();
     let n_connections = graceful.count();
     tracing::info!(
         n_connections,
-        "shutting down: ending streams and finishing requests"
+        "shutting down: finishing publishes in flight, then ending streams"
     );
     let grace = state.config.shutdown_timeout;
-    let deadline = Instant::now() + grace;
+    let started = Instant::now();
+    let deadline = started + grace;
+    // A publish whose request arrived before the signal is finished and
+    // reaches every stream it counts: the streams end only after it (or
+    // after half the grace, when its body trickles in; it is then refused).
+    if tokio::time::timeout_at(started + grace / 2, trigger.publishes_finished())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            n_publishes = trigger.n_publishes_in_flight(),
+            "publishes still in flight after half of shutdown_timeout; \
+             ending streams without waiting for them"
+        );
+    }
+    // Refused under each topic's lock from here on, so that a stream's
+    // last read after it sees the shutdown finds every publish it was
+    // counted for.
+    state.registry.close_to_publishes();
+    trigger.end_streams();
+    state.registry.wake_all();
     if n_connections > 0 {
         // Connections already open keep being served for a moment (`/readyz`
-        // says 503, a publish is refused, a subscribe is told to come back;
-        // in cluster mode publishes still go to Redis), so a client or
-        // balancer holding one learns of the shutdown by asking.
-        tokio::time::sleep(READINESS_GRACE.min(grace / 2)).await;
+        // says 503, a publish is refused, a subscribe is told to come back),
+        // so a client or balancer holding one learns of the shutdown by
+        // asking.
+        tokio::time::sleep_until(started + READINESS_GRACE.min(grace / 2)).await;
     }
     if tokio::time::timeout_at(deadline, graceful.shutdown())
         .await
@@ -531,7 +548,7 @@ async fn sweep_idle_topics(state: AppState) {
                     tracing::debug!(n_removed, "removed idle topics");
                 }
             }
-            () = state.shutdown.wait() => return,
+            () = state.shutdown.streams_end() => return,
         }
     }
 }

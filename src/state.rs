@@ -54,7 +54,7 @@ impl AppState {
 
     /// Why this node should not get new subscribers now, if it should not.
     pub fn not_ready(&self) -> Option<&'static str> {
-        if self.shutdown.is_shutdown() {
+        if self.shutdown.has_begun() {
             return Some("shutting down");
         }
         let lagging = self

@@ -10,44 +10,92 @@ use common::{ServerProcess, Subscriber, client, h2_client, publish_to};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A publish whose request arrived before SIGTERM is finished (200) and
+/// reaches every stream it counted before the streams end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_ends_streams_answers_publishes_in_flight_and_exits_zero() {
+async fn sigterm_finishes_publishes_in_flight_then_ends_streams_and_exits_zero() {
     let mut server = ServerProcess::start(&["--shutdown-timeout", "10s"]);
     let mut h1 = Subscriber::open_with(&client(), &server.url("/subscribe/s"), None).await;
     let mut h2 = Subscriber::open_with(&h2_client(), &server.url("/subscribe/s"), None).await;
+    common::eventually("both subscribers are registered", || async {
+        common::metric(server.addr, "ssegate_subscribers").await == 2.0
+    })
+    .await;
 
     // A publish whose body is still on its way when the signal arrives.
-    let mut publisher = TcpStream::connect(server.addr).await.expect("connect");
-    publisher
-        .write_all(b"POST /publish/s HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
-        .await
-        .expect("first half");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut publisher = publish_in_flight(&server, "/publish/s", b"hello").await;
 
-    server.signal(libc::SIGTERM);
-    assert!(
-        h1.next_or_end().await.is_none(),
-        "the HTTP/1.1 stream ends cleanly"
-    );
-    assert!(
-        h2.next_or_end().await.is_none(),
-        "the HTTP/2 stream ends cleanly"
-    );
-
+    shut_down(&server).await;
     publisher.write_all(b"world").await.expect("second half");
     let mut response = Vec::new();
-    let _ = tokio::time::timeout(common::PATIENCE, publisher.read_to_end(&mut response))
+    tokio::time::timeout(common::PATIENCE, publisher.read_to_end(&mut response))
         .await
-        .expect("the in-flight publish is answered");
-    // Answered, not cut off: its body came after the streams had ended,
-    // which could not carry it, so it is refused for now.
-    assert_refused_for_shutdown(&String::from_utf8_lossy(&response));
+        .expect("the in-flight publish is answered")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""subscribers":2"#), "{response}");
+
+    // Both streams carry it, then end cleanly.
+    for (name, stream) in [("HTTP/1.1", &mut h1), ("HTTP/2", &mut h2)] {
+        assert_eq!(stream.next().await.data, "helloworld", "{name}");
+        assert!(stream.next_or_end().await.is_none(), "{name} stream ends");
+    }
 
     let status = server.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
     let log = server.log_text();
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(log.contains("shutdown complete"), "{log}");
+}
+
+/// A publish whose body trickles in does not hold the shutdown: the streams
+/// end after half of `shutdown_timeout`, and the publish, finished later,
+/// is refused rather than acknowledged to streams that never carried it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_stalled_past_half_the_grace_is_refused_and_streams_end_without_it() {
+    let mut server = ServerProcess::start(&["--shutdown-timeout", "2s"]);
+    let mut subscriber = Subscriber::open_with(&client(), &server.url("/subscribe/s"), None).await;
+    let mut publisher = publish_in_flight(&server, "/publish/s", b"hello").await;
+
+    shut_down(&server).await;
+    assert!(
+        subscriber.next_or_end().await.is_none(),
+        "the stream ends without waiting for the stalled publish"
+    );
+    publisher.write_all(b"world").await.expect("second half");
+    let mut response = Vec::new();
+    tokio::time::timeout(common::PATIENCE, publisher.read_to_end(&mut response))
+        .await
+        .expect("the publish is answered")
+        .expect("read");
+    assert_refused_for_shutdown(&String::from_utf8_lossy(&response));
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.log_text());
+    assert!(
+        server
+            .log_text()
+            .contains("publishes still in flight after half of shutdown_timeout"),
+        "{}",
+        server.log_text()
+    );
+}
+
+/// A `POST path` of 10 bytes whose handler is running (it asked for the
+/// body: hyper answered `100 Continue`) and which has sent `first` of it.
+async fn publish_in_flight(server: &ServerProcess, path: &str, first: &[u8]) -> TcpStream {
+    let mut publisher = TcpStream::connect(server.addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+    );
+    publisher.write_all(head.as_bytes()).await.expect("head");
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(common::PATIENCE, publisher.read(&mut buf))
+        .await
+        .expect("100 Continue in time")
+        .expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 100"), "{:?}", &buf[..n]);
+    publisher.write_all(first).await.expect("first part");
+    publisher
 }
 
 /// The binary with a kept-alive connection that asked `path` (200), then

@@ -32,7 +32,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, shutdown: Shutdown) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            () = shutdown.wait() => return,
+            () = shutdown.streams_end() => return,
         }
         let done = tokio::time::timeout(period, report(&cluster, &mut reported)).await;
         // An error Redis answered with (out of memory, say) still means it

@@ -59,12 +59,12 @@ pub(super) async fn run(cluster: Arc<Cluster>, start: StreamId, shutdown: Shutdo
     };
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
-    while !shutdown.is_shutdown() {
+    while !shutdown.streams_ending() {
         if !first {
             cluster.metrics.cluster_tail_reconnected();
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                () = shutdown.wait() => return,
+                () = shutdown.streams_end() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
@@ -118,7 +118,7 @@ async fn follow(
             .arg(cursor.id.to_string());
         let read = command.query_async::<Value>(conn);
         let reply = tokio::select! {
-            () = shutdown.wait() => return Ok(()),
+            () = shutdown.streams_end() => return Ok(()),
             // On the shared connection: this one may be blocked in its
             // read for up to `tail_block`, longer than a waiting publish.
             () = cluster.check_requested.notified() => {

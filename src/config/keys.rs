@@ -426,7 +426,7 @@ pub const KEYS: &[Key] = &[
         name: "shutdown_timeout",
         value_name: "DURATION",
         default: "10s",
-        help: "On SIGTERM/SIGINT, the longest wait for connections to finish.",
+        help: "On SIGTERM/SIGINT, the longest wait for connections to finish (publishes in flight get up to the first half of it before the streams end).",
         apply: |c, v| {
             c.shutdown_timeout = duration(v)?;
             Ok(())

@@ -73,7 +73,7 @@ mod tests {
             .await
             .expect("single node");
         assert_eq!(readyz(&state).status(), StatusCode::OK);
-        trigger.trigger();
+        trigger.begin();
         assert_eq!(readyz(&state).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(healthz().status(), StatusCode::OK);
     }

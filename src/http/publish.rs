@@ -28,6 +28,13 @@ pub async fn handle(
     raw_topic: &str,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
+    // Held until the reply is decided: a publish that started before
+    // SIGTERM is finished, and the streams end only after it (see
+    // `shutdown`); one that starts after is refused.
+    let _in_flight = state
+        .shutdown
+        .publish_started()
+        .ok_or(ApiError::ShuttingDown)?;
     // Before the topic's own checks: without a credential, nothing else
     // about the request is judged.
     state.auth.publish(&head.headers, raw_topic)?;

@@ -58,7 +58,7 @@ pub async fn open(
     state: &AppState,
     client: Option<IpAddr>,
 ) -> Result<(EventStream, StreamPermit), ApiError> {
-    if state.shutdown.is_shutdown() {
+    if state.shutdown.has_begun() {
         return Err(ApiError::ShuttingDown);
     }
     let topics = topics(

@@ -93,7 +93,7 @@ impl EventStream {
     /// At shutdown, a stream that has started writes the events it is owed
     /// up to the node's newest at that moment, then ends.
     pub fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if !self.finished && self.shutdown.is_shutdown() {
+        if !self.finished && self.shutdown.streams_ending() {
             let subscription = &self.subscription;
             let until = *self
                 .drain_until
@@ -154,7 +154,7 @@ impl EventStream {
             Batch::Idle => {
                 // Parked now; a shutdown that raced the park woke nobody, so
                 // look at the flag once more.
-                if self.shutdown.is_shutdown() {
+                if self.shutdown.streams_ending() {
                     self.finished = true;
                     return Poll::Ready(None);
                 }

@@ -95,7 +95,7 @@ pub struct StatusStream {
 
 impl StatusStream {
     pub fn open(state: &AppState) -> Result<StatusStream, ApiError> {
-        if state.shutdown.is_shutdown() {
+        if state.shutdown.has_begun() {
             return Err(ApiError::ShuttingDown);
         }
         let slot = state
@@ -109,7 +109,7 @@ impl StatusStream {
             state: state.clone(),
             first: Some(state.retry_frame.clone()),
             ticks,
-            shutdown: Box::pin(async move { shutdown.wait().await }),
+            shutdown: Box::pin(async move { shutdown.streams_end().await }),
             ended: false,
             _slot: slot,
         })
