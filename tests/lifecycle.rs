@@ -23,16 +23,10 @@ async fn sigterm_finishes_publishes_in_flight_then_ends_streams_and_exits_zero()
     .await;
 
     // A publish whose body is still on its way when the signal arrives.
-    let mut publisher = publish_in_flight(&server, "/publish/s", b"hello").await;
+    let publisher = publish_in_flight(&server, "/publish/s", b"hello").await;
 
     shut_down(&server).await;
-    publisher.write_all(b"world").await.expect("second half");
-    let mut response = Vec::new();
-    tokio::time::timeout(common::PATIENCE, publisher.read_to_end(&mut response))
-        .await
-        .expect("the in-flight publish is answered")
-        .expect("read");
-    let response = String::from_utf8_lossy(&response);
+    let response = finish_publish(publisher, b"world").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""subscribers":2"#), "{response}");
 
@@ -56,20 +50,14 @@ async fn sigterm_finishes_publishes_in_flight_then_ends_streams_and_exits_zero()
 async fn a_publish_stalled_past_half_the_grace_is_refused_and_streams_end_without_it() {
     let mut server = ServerProcess::start(&["--shutdown-timeout", "2s"]);
     let mut subscriber = Subscriber::open_with(&client(), &server.url("/subscribe/s"), None).await;
-    let mut publisher = publish_in_flight(&server, "/publish/s", b"hello").await;
+    let publisher = publish_in_flight(&server, "/publish/s", b"hello").await;
 
     shut_down(&server).await;
     assert!(
         subscriber.next_or_end().await.is_none(),
         "the stream ends without waiting for the stalled publish"
     );
-    publisher.write_all(b"world").await.expect("second half");
-    let mut response = Vec::new();
-    tokio::time::timeout(common::PATIENCE, publisher.read_to_end(&mut response))
-        .await
-        .expect("the publish is answered")
-        .expect("read");
-    assert_refused_for_shutdown(&String::from_utf8_lossy(&response));
+    assert_refused_for_shutdown(&finish_publish(publisher, b"world").await);
     assert_eq!(server.wait_exit().code(), Some(0), "{}", server.log_text());
     assert!(
         server
@@ -96,6 +84,21 @@ async fn publish_in_flight(server: &ServerProcess, path: &str, first: &[u8]) -> 
     assert!(buf[..n].starts_with(b"HTTP/1.1 100"), "{:?}", &buf[..n]);
     publisher.write_all(first).await.expect("first part");
     publisher
+}
+
+/// Sends the `rest` of a publish's body and reads the answer, up to the
+/// close of the connection (the server's, at the end of the shutdown).
+async fn finish_publish(mut publisher: TcpStream, rest: &[u8]) -> String {
+    publisher
+        .write_all(rest)
+        .await
+        .expect("the rest of the body");
+    let mut response = Vec::new();
+    tokio::time::timeout(common::PATIENCE, publisher.read_to_end(&mut response))
+        .await
+        .expect("the publish is answered")
+        .expect("read");
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// The binary with a kept-alive connection that asked `path` (200), then
